@@ -1,0 +1,3 @@
+"""Built-in model plugins (importing this package registers them)."""
+
+from vlbench.models.lxmert import modeling as _lxmert  # noqa: F401

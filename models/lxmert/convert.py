@@ -1,0 +1,578 @@
+"""Load and export LXMERT checkpoints in the three layouts people have.
+
+- ``hf``: an HF transformers directory (``config.json`` + ``model.safetensors`` or
+  ``pytorch_model.bin``, optionally sharded) of ``LxmertModel``, ``LxmertForPreTraining`` or
+  ``LxmertForQuestionAnswering``.
+- ``airsplay``: a file of the original release (github.com/airsplay/lxmert):
+  pre-training ``model_LXRT.pth`` / ``EpochNN_LXRT.pth`` (``bert.*``, ``cls.*``,
+  ``obj_predict_head.*``, ``answer_head.*``) and fine-tuned VQA / GQA / NLVR2 ``BEST.pth``
+  (``lxrt_encoder.model.bert.*``, ``logit_fc.*``), with an optional ``module.`` prefix.
+- ``vlbench``: a directory with ``model.safetensors`` (``backbone.*``, ``heads.<name>.*``) and
+  ``config.json`` ``{"model": "lxmert", "config": {...}, "heads": {...}, "answers": [...]}``.
+
+Head states are returned under fixed names: ``pretraining`` (keys of
+``LxmertPretrainingHeads``), ``qa`` (``QAHead``) and ``nlvr2`` (``NLVR2Head``).
+Pickle files are only ever read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from vlbench.errors import CheckpointError
+
+from ..heads import NLVR2Head, QAHead
+from .config import LxmertConfig
+from .heads import VISUAL_LOSSES, LxmertPretrainingHeads
+from .hf_config import ARCHITECTURES, answers_from_hf, config_from_hf, config_to_hf, preset_name
+from .modeling import LxmertModel
+from .safe_load import PICKLE_SUFFIXES, read_state_dict
+
+FORMATS = ("hf", "airsplay", "vlbench")
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+HF_WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json",
+    "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+LABEL2ANS_FILE = "trainval_label2ans.json"  # the original release's answer list
+UNDERSTOOD = (
+    "understood: an HF transformers LXMERT directory (config.json + model.safetensors or "
+    "pytorch_model.bin), an original LXMERT .pth (model_LXRT.pth, EpochNN_LXRT.pth, BEST.pth), "
+    "or a vlbench directory (config.json with 'model' and 'config' + model.safetensors)"
+)
+_BACKBONE_ROOTS = ("embeddings.", "encoder.", "pooler.")
+_PRETRAIN_ROOTS = ("cls.", "obj_predict_head.", "answer_head.")
+_TIED_DECODER = "cls.predictions.decoder.weight"
+
+
+@dataclass
+class LoadReport:
+    """What a load found: keys the model needs but the file lacks, keys nothing uses, notes."""
+
+    source: str
+    fmt: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.missing and not self.unexpected
+
+    def __str__(self) -> str:
+        parts = [f"{self.source} ({self.fmt})"]
+        parts.append(f"missing {len(self.missing)}: {_preview(self.missing)}" if self.missing
+                     else "no missing keys")
+        parts.append(f"unexpected {len(self.unexpected)}: {_preview(self.unexpected)}"
+                     if self.unexpected else "no unexpected keys")
+        return "; ".join(parts + self.notes)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """Backbone config and weights, head weights by head name, and the answer vocabulary."""
+
+    model_name: str
+    config: LxmertConfig
+    backbone_state: dict[str, Tensor]
+    heads_state: dict[str, dict[str, Tensor]]
+    answers: list[str] | None
+    report: LoadReport
+
+    def build_backbone(self, dtype: torch.dtype = torch.float32) -> LxmertModel:
+        """An ``LxmertModel`` holding these weights (floating tensors cast to ``dtype``).
+
+        The model is built without random initialisation and takes the checkpoint tensors
+        as its parameters. CheckpointError if any weight is missing.
+        """
+        source = self.report.source
+        with torch.device("meta"):
+            model = LxmertModel(self.config)
+        missing, _ = compare_state(model.state_dict(), self.backbone_state, source)
+        if missing:
+            raise CheckpointError(
+                f"{source}: backbone weights missing {len(missing)} keys "
+                f"({_preview(missing)}); the checkpoint is incomplete"
+            )
+        state = {k: v.to(dtype) if v.is_floating_point() else v
+                 for k, v in self.backbone_state.items()}
+        model.load_state_dict(state, strict=False, assign=True)
+        return model
+
+    def build_head(self, name: str, backbone: LxmertModel | None = None) -> nn.Module:
+        """The head ``name`` ("qa", "nlvr2", "pretraining") with its weights loaded.
+
+        ``pretraining`` needs the backbone whose word embeddings its LM decoder shares.
+        """
+        if name not in self.heads_state:
+            raise CheckpointError(
+                f"{self.report.source}: no '{name}' head in this checkpoint "
+                f"(it has: {', '.join(self.heads_state) or 'none'})"
+            )
+        head = _empty_head(name, self.heads_state[name], self.config, backbone)
+        missing, _ = load_state(head, self.heads_state[name], self.report.source)
+        if missing:
+            raise CheckpointError(
+                f"{self.report.source}: head '{name}' misses {_preview(missing)}"
+            )
+        return head
+
+
+def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str) -> tuple[list, list]:
+    """Copy ``state`` into ``module``; returns (missing, unexpected) keys.
+
+    A tensor whose shape differs from the module's raises CheckpointError naming the key and
+    both shapes.
+    """
+    missing, unexpected = compare_state(module.state_dict(), state, source)
+    module.load_state_dict(dict(state), strict=False)
+    return missing, unexpected
+
+
+def compare_state(
+    own: Mapping[str, Tensor], state: Mapping[str, Tensor], source: str
+) -> tuple[list[str], list[str]]:
+    """(missing, unexpected) keys of ``state`` against a model's ``own`` state; CheckpointError
+    naming the key and both shapes on a shape mismatch."""
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise CheckpointError(
+                f"{source}: key '{key}' has shape {tuple(value.shape)} in the checkpoint but "
+                f"{tuple(own[key].shape)} in the model; the config does not match the weights"
+            )
+    return [k for k in own if k not in state], [k for k in state if k not in own]
+
+
+# --------------------------------------------------------------------------------------------
+# Detection and loading
+# --------------------------------------------------------------------------------------------
+
+
+def detect_format(path: str | Path) -> str:
+    """Which layout ``path`` holds: "hf", "airsplay" or "vlbench" (CheckpointError if none)."""
+    p = _resolve(Path(path))
+    if p.is_file():
+        if p.name == CONFIG_FILE or (
+            p.name in HF_WEIGHT_FILES and (p.parent / CONFIG_FILE).is_file()
+        ):
+            return detect_format(p.parent)
+        if p.suffix in PICKLE_SUFFIXES:
+            return "airsplay"
+        raise CheckpointError(f"{p}: unknown checkpoint layout; {UNDERSTOOD}")
+    config_path = p / CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(f"{p}: no {CONFIG_FILE} in this directory; {UNDERSTOOD}")
+    meta = _read_json(config_path)
+    if isinstance(meta, dict) and "model" in meta and "config" in meta:
+        return "vlbench"
+    if isinstance(meta, dict) and (meta.get("model_type") == "lxmert" or "l_layers" in meta):
+        return "hf"
+    raise CheckpointError(f"{config_path}: not an LXMERT config; {UNDERSTOOD}")
+
+
+def load_checkpoint(
+    path: str | Path,
+    fmt: str = "auto",
+    *,
+    answers: str | Path | list[str] | None = None,
+    num_attention_heads: int | None = None,
+) -> LoadedCheckpoint:
+    """Read a checkpoint of any understood layout into vlbench names.
+
+    Args:
+        path: checkpoint directory or file (``BEST`` finds ``BEST.pth``, as the original does).
+        fmt: "auto", "hf", "airsplay" or "vlbench".
+        answers: answer list, or a JSON file of one (``trainval_label2ans.json``); by default
+            the checkpoint's own list, or a ``trainval_label2ans.json`` next to an original one.
+        num_attention_heads: for original ``.pth`` files, which store no config; defaults to
+            hidden_size / 64 as in BERT.
+    """
+    if fmt not in ("auto", *FORMATS):
+        raise CheckpointError(f"unknown checkpoint format '{fmt}'; use auto, {', '.join(FORMATS)}")
+    p = _resolve(Path(path))
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+    fmt = detect_format(p) if fmt == "auto" else fmt
+    if p.is_file() and fmt in ("hf", "vlbench"):
+        p = p.parent
+    if fmt == "hf":
+        loaded = _load_hf(p)
+    elif fmt == "vlbench":
+        loaded = _load_native(p)
+    else:
+        loaded = _load_airsplay(p, num_attention_heads)
+    if answers is not None:
+        loaded.answers = _read_answers(answers)
+    _check_answers(loaded)
+    _check_against_model(loaded)
+    return loaded
+
+
+def from_hf_state_dict(
+    state: Mapping[str, Tensor], hf_config: Mapping[str, Any], source: str = "<memory>"
+) -> LoadedCheckpoint:
+    """Convert an in-memory HF LXMERT state dict and its config dict (``config.to_dict()``).
+
+    The returned tensors share memory with ``state`` (no copy is made).
+    """
+    config = config_from_hf(dict(hf_config), source)
+    report = LoadReport(source, "hf")
+    backbone, heads = _split(state, report, airsplay=False)
+    loaded = LoadedCheckpoint("lxmert", config, backbone, heads, answers_from_hf(dict(hf_config)),
+                              report)
+    _check_answers(loaded)
+    _check_against_model(loaded)
+    return loaded
+
+
+def _load_hf(directory: Path) -> LoadedCheckpoint:
+    hf = _read_json(directory / CONFIG_FILE)
+    state = _read_hf_weights(directory)
+    loaded = from_hf_state_dict(state, hf, str(directory))
+    return loaded
+
+
+def _read_hf_weights(directory: Path) -> dict[str, Tensor]:
+    for name in HF_WEIGHT_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return read_state_dict(path)
+        index = _read_json(path)
+        shards = sorted(set(index.get("weight_map", {}).values())) if isinstance(index, dict) else []
+        if not shards:
+            raise CheckpointError(f"{path}: no 'weight_map' entries; the index is damaged")
+        state: dict[str, Tensor] = {}
+        for shard in shards:
+            state.update(read_state_dict(directory / shard))
+        return state
+    raise CheckpointError(
+        f"{directory}: no weights file (looked for {', '.join(HF_WEIGHT_FILES)}); {UNDERSTOOD}"
+    )
+
+
+def _load_airsplay(path: Path, num_attention_heads: int | None) -> LoadedCheckpoint:
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a directory without {CONFIG_FILE}; {UNDERSTOOD}")
+    state = read_state_dict(path)
+    report = LoadReport(str(path), "airsplay")
+    backbone, heads = _split(state, report, airsplay=True)
+    config = infer_config(backbone, heads, num_attention_heads)
+    report.notes.append(
+        f"config inferred from tensor shapes ({config.num_attention_heads} attention heads"
+        f"{'' if num_attention_heads else ', assumed hidden_size/64'})"
+    )
+    answers = None
+    label2ans = path.parent / LABEL2ANS_FILE
+    if ("qa" in heads or "pretraining" in heads) and label2ans.is_file():
+        answers = _read_answers(label2ans)
+        report.notes.append(f"answers from {label2ans}")
+    return LoadedCheckpoint("lxmert", config, backbone, heads, answers, report)
+
+
+def _load_native(directory: Path) -> LoadedCheckpoint:
+    meta = _read_json(directory / CONFIG_FILE)
+    source = str(directory)
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{directory / CONFIG_FILE}: key 'config' must be an object")
+    try:
+        config = LxmertConfig.from_dict(meta["config"])
+    except Exception as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: {exc}") from exc
+    state = read_state_dict(directory / WEIGHTS_FILE)
+    report = LoadReport(source, "vlbench")
+    backbone: dict[str, Tensor] = {}
+    heads: dict[str, dict[str, Tensor]] = {}
+    for key, value in state.items():
+        if key.startswith("backbone."):
+            backbone[key.removeprefix("backbone.")] = value
+        elif key.startswith("heads.") and key.count(".") >= 2:
+            _, name, rest = key.split(".", 2)
+            heads.setdefault(name, {})[rest] = value
+        else:
+            report.unexpected.append(key)
+    answers = meta.get("answers")
+    if answers is not None and not (
+        isinstance(answers, list) and all(isinstance(a, str) for a in answers)
+    ):
+        raise CheckpointError(f"{directory / CONFIG_FILE}: key 'answers' must be a list of strings")
+    return LoadedCheckpoint(str(meta["model"]), config, backbone, heads, answers, report)
+
+
+def _split(
+    state: Mapping[str, Tensor], report: LoadReport, airsplay: bool
+) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
+    """Sort checkpoint keys into backbone / pre-training / task-head states."""
+    backbone: dict[str, Tensor] = {}
+    pretrain: dict[str, Tensor] = {}
+    logit_fc: dict[str, Tensor] = {}
+    for raw_key, value in state.items():
+        key = _rename_layer_norm(raw_key.removeprefix("module."))
+        for prefix in ("lxmert.", "bert.", "lxrt_encoder.model.bert."):
+            if key.startswith(prefix) and key.removeprefix(prefix).startswith(_BACKBONE_ROOTS):
+                key = key.removeprefix(prefix)
+                break
+        if key.startswith(_BACKBONE_ROOTS):
+            backbone[key] = value
+        elif key.startswith(_PRETRAIN_ROOTS):
+            pretrain[key] = value
+        elif key.startswith("logit_fc."):
+            logit_fc[key] = value
+        else:
+            report.unexpected.append(raw_key)
+    if not backbone:
+        raise CheckpointError(
+            f"{report.source}: no LXMERT backbone weights found (first keys: "
+            f"{_preview(list(state))}); {UNDERSTOOD}"
+        )
+    heads: dict[str, dict[str, Tensor]] = {}
+    tied = pretrain.pop(_TIED_DECODER, None)
+    if tied is not None and not torch.equal(tied, backbone.get("embeddings.word_embeddings.weight",
+                                                                tied)):
+        report.notes.append(f"{_TIED_DECODER} differs from the word embeddings; the tied "
+                            "embeddings are used")
+    only_answer = pretrain and all(k.startswith("answer_head.") for k in pretrain)
+    if only_answer and not airsplay:  # LxmertForQuestionAnswering
+        heads["qa"] = {k.removeprefix("answer_head."): v for k, v in pretrain.items()}
+    elif pretrain:
+        heads["pretraining"] = pretrain
+    if logit_fc:
+        first = logit_fc.get("logit_fc.0.weight")
+        is_pair = first is not None and first.shape[0] == first.shape[1]  # 2h -> 2h: NLVR2
+        heads["nlvr2" if is_pair else "qa"] = {k: v for k, v in logit_fc.items()}
+    return backbone, heads
+
+
+def infer_config(
+    backbone: Mapping[str, Tensor],
+    heads: Mapping[str, Mapping[str, Tensor]],
+    num_attention_heads: int | None = None,
+) -> LxmertConfig:
+    """Config of a checkpoint that stores none, read off its tensor shapes."""
+
+    def shape(key: str, where: Mapping[str, Tensor] = backbone) -> tuple[int, ...]:
+        if key not in where:
+            raise CheckpointError(f"checkpoint lacks '{key}'; cannot infer the model size")
+        return tuple(where[key].shape)
+
+    def depth(stack: str) -> int:
+        found = {int(m.group(1)) for k in backbone if (m := re.match(rf"encoder\.{stack}\.(\d+)\.", k))}
+        return max(found) + 1 if found else 0
+
+    vocab, hidden = shape("embeddings.word_embeddings.weight")
+    values: dict[str, Any] = {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "num_attention_heads": num_attention_heads or max(1, hidden // 64),
+        "max_position_embeddings": shape("embeddings.position_embeddings.weight")[0],
+        "type_vocab_size": shape("embeddings.token_type_embeddings.weight")[0],
+        "visual_feat_dim": shape("encoder.visn_fc.visn_fc.weight")[1],
+        "visual_pos_dim": shape("encoder.visn_fc.box_fc.weight")[1],
+        "l_layers": depth("layer"),
+        "r_layers": depth("r_layers"),
+        "x_layers": depth("x_layers"),
+    }
+    for key in ("encoder.layer.0.intermediate.dense.weight",
+                "encoder.r_layers.0.intermediate.dense.weight",
+                "encoder.x_layers.0.lang_inter.dense.weight"):
+        if key in backbone:
+            values["intermediate_size"] = shape(key)[0]
+            break
+    pre = heads.get("pretraining", {})
+    for name, key in (("num_object_labels", "obj_predict_head.decoder_dict.obj.weight"),
+                      ("num_attr_labels", "obj_predict_head.decoder_dict.attr.weight"),
+                      ("num_qa_labels", "answer_head.logit_fc.3.weight")):
+        if key in pre:
+            values[name] = shape(key, pre)[0]
+    values["preset"] = preset_name({**LxmertConfig().to_dict(), **values})
+    try:
+        return LxmertConfig.from_dict(values)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint shapes give an invalid config: {exc}") from exc
+
+
+def _check_against_model(loaded: LoadedCheckpoint) -> None:
+    """Fill the report's missing keys and fail on shape mismatches, without allocating."""
+    with torch.device("meta"):
+        backbone = LxmertModel(loaded.config)
+        source = loaded.report.source
+        missing, unexpected = compare_state(backbone.state_dict(), loaded.backbone_state, source)
+        loaded.report.missing += missing
+        loaded.report.unexpected += unexpected
+        for name, state in loaded.heads_state.items():
+            head = _empty_head(name, state, loaded.config, backbone)
+            missing, unexpected = compare_state(head.state_dict(), state, source)
+            loaded.report.missing += [f"{name}: {k}" for k in missing]
+            loaded.report.unexpected += [f"{name}: {k}" for k in unexpected]
+
+
+def _empty_head(
+    name: str, state: Mapping[str, Tensor], config: LxmertConfig, backbone: LxmertModel | None
+) -> nn.Module:
+    """A freshly initialised head of the kind and size ``state`` holds."""
+    if name == "qa":
+        rows = state["logit_fc.3.weight"].shape[0] if "logit_fc.3.weight" in state else 1
+        return QAHead(config.hidden_size, rows, config.layer_norm_eps, config.initializer_range)
+    if name == "nlvr2":
+        return NLVR2Head(config.hidden_size, config.layer_norm_eps, config.initializer_range)
+    if name == "pretraining":
+        if backbone is None:
+            raise CheckpointError("the pre-training heads need the backbone they are tied to")
+        losses = tuple(n for n in VISUAL_LOSSES
+                       if f"obj_predict_head.decoder_dict.{n}.weight" in state)
+        qa = any(k.startswith("answer_head.") for k in state)
+        return LxmertPretrainingHeads(config, backbone.get_input_embeddings(), losses, qa)
+    raise CheckpointError(f"unknown head '{name}'; known: qa, nlvr2, pretraining")
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+
+def export_hf(
+    backbone: LxmertModel,
+    heads: Mapping[str, nn.Module] | None,
+    out_dir: str | Path,
+    kind: str = "model",
+    answers: list[str] | None = None,
+) -> Path:
+    """Write a directory that ``transformers.<ARCHITECTURES[kind]>.from_pretrained`` loads.
+
+    ``kind`` "model" writes the backbone alone; "qa" needs ``heads["qa"]`` (a QAHead);
+    "pretraining" needs ``heads["pretraining"]`` (LxmertPretrainingHeads).
+    """
+    if kind not in ARCHITECTURES:
+        raise CheckpointError(f"unknown export kind '{kind}'; use {', '.join(ARCHITECTURES)}")
+    heads = dict(heads or {})
+    config = backbone.config
+    state: dict[str, Tensor] = {}
+    losses: tuple[str, ...] = ()
+    qa = False
+    if kind == "model":
+        state.update(backbone.state_dict())
+    else:
+        head_name = "qa" if kind == "qa" else "pretraining"
+        head = heads.get(head_name)
+        if head is None:
+            raise CheckpointError(f"export kind '{kind}' needs heads['{head_name}']")
+        state.update({f"lxmert.{k}": v for k, v in backbone.state_dict().items()})
+        if kind == "qa":
+            state.update({f"answer_head.{k}": v for k, v in head.state_dict().items()})
+            config = _with(config, num_qa_labels=head.num_answers)
+        else:
+            state.update(head.state_dict())
+            losses = tuple(head.obj_predict_head.decoder_dict) if head.obj_predict_head else ()
+            qa = head.answer_head is not None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf = config_to_hf(config, kind, losses, qa, answers)
+    (out / CONFIG_FILE).write_text(json.dumps(hf, indent=2) + "\n")
+    save_file(_contiguous(state), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    return out
+
+
+def save_native(
+    out_dir: str | Path,
+    backbone: LxmertModel,
+    heads: Mapping[str, nn.Module] | None = None,
+    answers: list[str] | None = None,
+    model_name: str = "lxmert",
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a vlbench checkpoint directory: ``model.safetensors`` + ``config.json``.
+
+    ``extra`` adds JSON fields to config.json (e.g. the run that produced the weights).
+    """
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    for name, head in (heads or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise CheckpointError(f"head name '{name}' must be letters, digits or '_'")
+        state.update({f"heads.{name}.{k}": v for k, v in head.state_dict().items()})
+    meta: dict[str, Any] = {
+        "model": model_name,
+        "config": backbone.config.to_dict(),
+        "heads": {name: type(head).__name__ for name, head in (heads or {}).items()},
+        **({"answers": list(answers)} if answers is not None else {}),
+        **dict(extra or {}),
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    save_file(_contiguous(state), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve(p: Path) -> Path:
+    # The original scripts take "snap/vqa/BEST" and append ".pth".
+    if not p.exists() and p.with_name(p.name + ".pth").is_file():
+        return p.with_name(p.name + ".pth")
+    return p
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist; {UNDERSTOOD}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+
+
+def _read_answers(answers: str | Path | list[str]) -> list[str]:
+    if isinstance(answers, list):
+        return [str(a) for a in answers]
+    data = _read_json(Path(answers))
+    # trainval_label2ans.json is a list of strings; all_ans.json a list of {"ans": ...}.
+    if isinstance(data, list) and all(isinstance(a, str) for a in data):
+        return data
+    if isinstance(data, list) and all(isinstance(a, dict) and "ans" in a for a in data):
+        return [str(a["ans"]) for a in data]
+    raise CheckpointError(f"{answers}: expected a JSON list of answer strings")
+
+
+def _check_answers(loaded: LoadedCheckpoint) -> None:
+    if loaded.answers is None:
+        return
+    for name, key in (("qa", "logit_fc.3.weight"), ("pretraining", "answer_head.logit_fc.3.weight")):
+        weight = loaded.heads_state.get(name, {}).get(key)
+        if weight is not None and weight.shape[0] != len(loaded.answers):
+            raise CheckpointError(
+                f"{loaded.report.source}: {len(loaded.answers)} answers but the '{name}' head has "
+                f"{weight.shape[0]} outputs; pass the answer list the model was trained with"
+            )
+
+
+def _rename_layer_norm(key: str) -> str:
+    # Early BERT ports named LayerNorm parameters gamma/beta.
+    if key.endswith((".gamma", ".beta")) and ("LayerNorm" in key or "layer_norm" in key):
+        return key.rsplit(".", 1)[0] + (".weight" if key.endswith(".gamma") else ".bias")
+    return key
+
+
+def _contiguous(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().contiguous() for k, v in state.items()}
+
+
+def _with(config: LxmertConfig, **changes: Any) -> LxmertConfig:
+    return LxmertConfig.from_dict({**config.to_dict(), **changes})
+
+
+def _preview(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")

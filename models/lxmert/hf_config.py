@@ -1,0 +1,100 @@
+"""Mapping between ``LxmertConfig`` and HF transformers' LXMERT ``config.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlbench.errors import CheckpointError
+
+from .config import PRESETS, LxmertConfig
+
+# Fields with the same name and meaning on both sides.
+SHARED_FIELDS = (
+    "vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
+    "l_layers", "r_layers", "x_layers", "visual_feat_dim", "visual_pos_dim",
+    "max_position_embeddings", "type_vocab_size", "hidden_dropout_prob",
+    "attention_probs_dropout_prob", "initializer_range",
+    "num_qa_labels", "num_object_labels", "num_attr_labels",
+)
+PRESET_KEY = "vlbench_preset"  # extra key HF keeps in config.json; restores the preset name
+HF_LAYER_NORM_EPS = 1e-12  # hard-coded in HF's modeling_lxmert.py
+ARCHITECTURES = {
+    "model": "LxmertModel",
+    "qa": "LxmertForQuestionAnswering",
+    "pretraining": "LxmertForPreTraining",
+}
+
+
+def preset_name(values: dict[str, Any]) -> str:
+    """The preset whose sizes ``values`` has, else "custom"."""
+    for name, sizes in PRESETS.items():
+        if all(values.get(k) == v for k, v in sizes.items()):
+            return name
+    return "custom"
+
+
+def config_from_hf(hf: dict[str, Any], source: str) -> LxmertConfig:
+    """LxmertConfig from an HF ``config.json`` dict (HF's defaults fill absent keys)."""
+    if hf.get("model_type", "lxmert") != "lxmert":
+        raise CheckpointError(
+            f"{source}: model_type is '{hf.get('model_type')}', not 'lxmert'; "
+            "point at an LXMERT checkpoint"
+        )
+    if hf.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(
+            f"{source}: hidden_act '{hf['hidden_act']}' is not supported (LXMERT uses 'gelu')"
+        )
+    # HF's LxmertConfig defaults are the published base sizes, as are LxmertConfig's.
+    values = {k: hf[k] for k in SHARED_FIELDS if k in hf}
+    defaults = LxmertConfig().to_dict()
+    values["preset"] = hf.get(PRESET_KEY) or preset_name({**defaults, **values})
+    try:
+        return LxmertConfig.from_dict(values)
+    except Exception as exc:
+        raise CheckpointError(f"{source}: {exc}") from exc
+
+
+def config_to_hf(
+    config: LxmertConfig,
+    kind: str,
+    visual_losses: tuple[str, ...] = (),
+    qa: bool = False,
+    answers: list[str] | None = None,
+) -> dict[str, Any]:
+    """HF ``config.json`` dict for exporting a backbone (+ heads) as ``ARCHITECTURES[kind]``."""
+    if config.layer_norm_eps != HF_LAYER_NORM_EPS:
+        raise CheckpointError(
+            f"cannot export to HF: its LXMERT fixes layer_norm_eps at {HF_LAYER_NORM_EPS}, "
+            f"this model uses {config.layer_norm_eps}"
+        )
+    hf: dict[str, Any] = {k: getattr(config, k) for k in SHARED_FIELDS}
+    hf.update(
+        model_type="lxmert",
+        architectures=[ARCHITECTURES[kind]],
+        hidden_act="gelu",
+        tie_word_embeddings=True,
+        visual_loss_normalizer=6.67,
+        task_matched=kind == "pretraining",
+        task_mask_lm=kind == "pretraining",
+        task_obj_predict=kind == "pretraining" and bool(visual_losses),
+        task_qa=kind == "qa" or qa,
+        visual_obj_loss="obj" in visual_losses or kind != "pretraining",
+        visual_attr_loss="attr" in visual_losses or kind != "pretraining",
+        visual_feat_loss="feat" in visual_losses or kind != "pretraining",
+    )
+    hf[PRESET_KEY] = config.preset
+    if answers is not None:
+        hf["id2label"] = {str(i): a for i, a in enumerate(answers)}
+        hf["label2id"] = {a: i for i, a in enumerate(answers)}
+    return hf
+
+
+def answers_from_hf(hf: dict[str, Any]) -> list[str] | None:
+    """Answer strings stored as ``id2label`` (None when absent or only placeholder names)."""
+    id2label = hf.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    labels = [id2label[k] for k in sorted(id2label, key=int)]
+    if all(label == f"LABEL_{i}" for i, label in enumerate(labels)):
+        return None
+    return [str(label) for label in labels]

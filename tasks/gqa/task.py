@@ -1,0 +1,159 @@
+"""GQA (Hudson & Manning 2019): compositional questions over scenes, scored like ``eval.py``.
+
+Reads the official balanced-questions JSON (dict by question id) with its choices
+file, or LXMERT's preprocessed split JSON; writes ``[{"questionId", "prediction"}]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlbench.data.jsonio import read_json
+from vlbench.errors import DataError
+from vlbench.registry import register_task
+from vlbench.tasks.qa import QAExample, QATask
+
+#: LXMERT's preprocessed files name the validation split "valid"
+LXMERT_SPLIT_NAMES = {"val": "valid"}
+
+
+@dataclass
+class GQAConfig:
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["val", "testdev"])
+    format: str = "auto"  # "official" questions JSON, "lxmert" preprocessed JSON, or "auto"
+    min_answer_count: int = 1
+
+
+@register_task("gqa", description="GQA: compositional question answering over real-world scenes")
+class GQATask(QATask):
+    """GQA question answering; metrics from the official GQA evaluation."""
+
+    config_class = GQAConfig
+
+    @property
+    def train_split(self) -> str:
+        return self.config.train_split
+
+    @property
+    def eval_splits(self) -> list[str]:
+        return list(self.config.eval_splits)
+
+    def _official_path(self, split: str) -> Path | None:
+        for rel in (f"gqa/{split}_balanced_questions.json", f"{split}_balanced_questions.json"):
+            if (self.data.root / rel).is_file():
+                return self.data.root / rel
+        return None
+
+    def _lxmert_path(self, split: str) -> Path | None:
+        name = LXMERT_SPLIT_NAMES.get(split, split)
+        for rel in (f"gqa/lxmert/{name}.json", f"lxmert/{name}.json", f"{name}.json"):
+            if (self.data.root / rel).is_file():
+                return self.data.root / rel
+        return None
+
+    def questions(self, split: str) -> dict[str, dict[str, Any]]:
+        """The official questions of ``split`` (dict by question id), read once."""
+        cache = self.__dict__.setdefault("_questions", {})
+        if split not in cache:
+            path = self._official_path(split)
+            if path is None:
+                raise DataError(f"GQA split '{split}': no {split}_balanced_questions.json under {self.data.root}")
+            data = read_json(path)
+            if not isinstance(data, dict):
+                raise DataError(f"{path}: expected a JSON object of questions keyed by id (official GQA format)")
+            cache[split] = data
+        return cache[split]
+
+    def choices(self, split: str) -> dict[str, Any] | None:
+        for rel in (f"gqa/{split}_choices.json", f"{split}_choices.json"):
+            if (self.data.root / rel).is_file():
+                return read_json(self.data.root / rel)
+        return None
+
+    def _format(self, split: str) -> str:
+        fmt = self.config.format
+        if fmt == "auto":
+            fmt = "official" if self._official_path(split) else "lxmert" if self._lxmert_path(split) else ""
+        if fmt not in ("official", "lxmert"):
+            raise DataError(
+                f"GQA split '{split}': found neither {split}_balanced_questions.json nor LXMERT's "
+                f"{LXMERT_SPLIT_NAMES.get(split, split)}.json under {self.data.root} (or its gqa/ folder)"
+            )
+        return fmt
+
+    def read_split(self, split: str) -> list[QAExample]:
+        if self._format(split) == "lxmert":
+            return read_lxmert_split(self._lxmert_path(split) or self.data.root / f"{split}.json")
+        path = self._official_path(split)
+        out = []
+        for qid, q in self.questions(split).items():
+            try:
+                answer = q.get("answer")
+                out.append(QAExample(
+                    qid=str(qid), img_id=str(q["imageId"]), question=q["question"],
+                    label={answer: 1.0} if answer is not None else {},
+                    qtype=q.get("types", {}).get("detailed", ""),
+                    extra={"types": q.get("types", {})},
+                ))
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise DataError(f"{path}: question '{qid}' lacks {exc}; expected official GQA fields") from exc
+        return out
+
+    def score(self, split: str, predictions: dict[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        records = []
+        by_id = {ex.qid: ex for ex in self.examples(split)}
+        for qid, pred in predictions.items():
+            ex = by_id[qid]
+            gold = next(iter(ex.label), "")
+            records.append({
+                "id": qid, "score": float(ex.label.get(pred, 0.0)), "prediction": pred, "answer": gold,
+                "question": ex.question, "types": {k: v for k, v in ex.extra.get("types", {}).items()
+                                                   if k in ("structural", "semantic")},
+            })
+        if self._format(split) == "lxmert":
+            acc = 100.0 * sum(r["score"] for r in records) / max(len(records), 1)
+            return {"accuracy": acc}, records
+        from vlbench.tasks.gqa.scoring import score_gqa
+
+        questions = self.questions(split)
+        subset = {qid: questions[qid] for qid in predictions}
+        preds = [{"questionId": qid, "prediction": p} for qid, p in predictions.items()]
+        choices = self.choices(split)
+        if choices is not None:
+            choices = {qid: choices[qid] for qid in predictions if qid in choices}
+        return score_gqa(subset, preds, choices), records
+
+    def write_predictions(self, predictions: dict[str, str], path: Path) -> Path:
+        path = path.with_suffix(".json")
+        rows = [{"questionId": qid, "prediction": p} for qid, p in predictions.items()]
+        path.write_text(json.dumps(rows))
+        return path
+
+    def read_predictions(self, path: Path) -> dict[str, str]:
+        rows = read_json(path.with_suffix(".json"))
+        try:
+            return {str(r["questionId"]): str(r["prediction"]) for r in rows}
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{path}: expected [{{\"questionId\", \"prediction\"}}] rows") from exc
+
+
+def read_lxmert_split(path: Path) -> list[QAExample]:
+    """LXMERT's preprocessed GQA JSON: ``[{"img_id", "label": {answer: score}, "question_id", "sent"}]``."""
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list (LXMERT's preprocessed GQA format)")
+    out = []
+    for i, d in enumerate(data):
+        try:
+            out.append(QAExample(
+                qid=str(d["question_id"]), img_id=str(d["img_id"]), question=d["sent"],
+                label={str(k): float(v) for k, v in d.get("label", {}).items()},
+                qtype=" ".join(d["sent"].lower().split()[:2]),  # no types here: condition on the opening words
+            ))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"{path}: entry {i} lacks {exc}; expected img_id, sent, question_id, label") from exc
+    return out

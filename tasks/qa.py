@@ -1,0 +1,154 @@
+"""What VQA and GQA share: an answer vocabulary, soft targets, LXMERT's QA head, BCE.
+
+LXMERT treats QA as multi-label classification over the training answers: BCE on soft
+targets (VQA's 0/0.3/0.6/0.9/1.0, GQA's one-hot), summed over answers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vlbench.engine.task import Task
+from vlbench.errors import DataError
+from vlbench.models.heads import QAHead
+
+
+@dataclass
+class QAExample:
+    """One question about one image; ``label`` maps answers to soft scores."""
+
+    qid: str
+    img_id: str
+    question: str
+    label: dict[str, float]
+    qtype: str = ""  # what the answer prior is conditioned on
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class QAModel(nn.Module):
+    """Backbone + LXMERT's answer head on the pooled [CLS] representation."""
+
+    def __init__(self, backbone: nn.Module, num_answers: int):
+        super().__init__()
+        self.backbone = backbone
+        self.answer_head = QAHead(backbone.config.hidden_size, num_answers)
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        out = self.backbone(**backbone_inputs(batch))
+        return self.answer_head(out.pooled)
+
+
+BACKBONE_KEYS = (
+    "input_ids", "attention_mask", "token_type_ids", "visual_feats", "visual_pos", "visual_attention_mask",
+)
+
+
+def backbone_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in BACKBONE_KEYS}
+
+
+def encode_inputs(tokenizer: Any, features: Any, questions: list[str], img_ids: list[str],
+                  max_boxes: int) -> dict[str, torch.Tensor]:
+    """Token ids and masks for the questions, padded regions and boxes for the images."""
+    batch = tokenizer.encode_batch(questions)
+    feats, boxes, mask = features.batch(img_ids, max_boxes)
+    batch["visual_feats"] = torch.as_tensor(feats, dtype=torch.float32)
+    batch["visual_pos"] = torch.as_tensor(boxes, dtype=torch.float32)
+    batch["visual_attention_mask"] = torch.as_tensor(mask, dtype=torch.long)
+    return batch
+
+
+class QATask(Task):
+    """Base for question-answering tasks; subclasses read their formats and score officially."""
+
+    def setup(self, tokenizer: Any, features: Any, *, max_boxes: int,
+              state: dict[str, Any] | None = None) -> None:
+        self.tokenizer, self.features, self.max_boxes = tokenizer, features, max_boxes
+        self._splits: dict[str, list[QAExample]] = {}
+        train = self.examples(self.train_split)
+        if state and "answers" in state:
+            self.answers = list(state["answers"])
+        else:
+            self.answers = build_answer_vocab(train, self.config.min_answer_count)
+        if not self.answers:
+            raise DataError(f"{self.train_split}: no answers found to build the answer vocabulary from")
+        self.answer_index = {a: i for i, a in enumerate(self.answers)}
+        self.prior = answer_prior(train)
+
+    def state(self) -> dict[str, Any]:
+        return {"answers": self.answers}
+
+    def examples(self, split: str) -> list[QAExample]:
+        if split not in self._splits:
+            self._splits[split] = self.read_split(split)
+        return self._splits[split]
+
+    def read_split(self, split: str) -> list[QAExample]:
+        raise NotImplementedError
+
+    def training_texts(self) -> Iterable[str]:
+        return (ex.question for ex in self.read_split(self.train_split))
+
+    def image_ids(self) -> set[str]:
+        return {ex.img_id for split in [self.train_split, *self.eval_splits] for ex in self.examples(split)}
+
+    def collate(self, examples: Sequence[QAExample]) -> dict[str, Any]:
+        batch = encode_inputs(self.tokenizer, self.features, [e.question for e in examples],
+                              [e.img_id for e in examples], self.max_boxes)
+        target = torch.zeros(len(examples), len(self.answers))
+        for i, ex in enumerate(examples):
+            for ans, score in ex.label.items():
+                j = self.answer_index.get(ans)
+                if j is not None:  # answers outside the vocabulary cannot be predicted anyway
+                    target[i, j] = score
+        batch["target"] = target
+        batch["ids"] = [e.qid for e in examples]
+        return batch
+
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        return QAModel(backbone, len(self.answers))
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        # LXMERT: mean BCE times the number of answers, i.e. summed over answers.
+        return F.binary_cross_entropy_with_logits(logits.float(), batch["target"]) * logits.size(1)
+
+    def predict(self, logits: torch.Tensor, batch: dict[str, Any]) -> list[tuple[str, str]]:
+        best = logits.argmax(dim=-1).tolist()
+        return [(qid, self.answers[j]) for qid, j in zip(batch["ids"], best, strict=True)]
+
+    def prior_predictions(self, split: str) -> dict[str, str]:
+        """Answer every question with the most frequent training answer of its type."""
+        fallback = self.prior.get("", "")
+        return {ex.qid: self.prior.get(ex.qtype, fallback) for ex in self.examples(split)}
+
+    def baselines(self, split: str) -> dict[str, dict[str, float]]:
+        metrics, _ = self.score(split, self.prior_predictions(split))
+        return {"prior": {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+
+
+def build_answer_vocab(examples: Iterable[QAExample], min_count: int = 1) -> list[str]:
+    """Training answers seen at least ``min_count`` times (by best-scored answer), most frequent first."""
+    counts: Counter[str] = Counter()
+    for ex in examples:
+        for ans, score in ex.label.items():
+            if score >= 0.9:  # count an answer once a question clearly gives it (VQA: >= 3 annotators)
+                counts[ans] += 1
+    return [a for a, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count]
+
+
+def answer_prior(examples: Iterable[QAExample]) -> dict[str, str]:
+    """Most frequent best answer per question type (``""`` = over all questions)."""
+    per_type: dict[str, Counter[str]] = defaultdict(Counter)
+    for ex in examples:
+        if ex.label:
+            best = max(ex.label.items(), key=lambda kv: (kv[1], kv[0]))[0]
+            per_type[ex.qtype][best] += 1
+            per_type[""][best] += 1
+    return {t: max(c.items(), key=lambda kv: (kv[1], kv[0]))[0] for t, c in per_type.items()}

@@ -1,0 +1,320 @@
+"""The synthetic world: determinism, official formats, balance, and readable features."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vlbench.data.features import FeatureStore
+from vlbench.data.lxmert_json import read_lxmert_gqa
+from vlbench.data.synth.gqa_oracle import execute
+from vlbench.data.synth.scene import Obj, Scene
+from vlbench.data.synth.vqa_writer import normalise_answer
+from vlbench.data.synth.world import generate, is_synthetic, load_or_generate, read_manifest
+from vlbench.data.tsv import iter_tsv
+from vlbench.errors import ConfigError, DataError
+
+SMALL = dict(n_images=240, feat_dim=48, vqa_train_images=60, vqa_val_images=30,
+             vqa_minival_images=15, nlvr2_train_sets=20, nlvr2_dev_sets=6,
+             nlvr2_test1_sets=6)
+STRUCTURAL = {"verify", "query", "choose", "logical", "compare"}
+SEMANTIC = {"obj", "attr", "cat", "rel", "global"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    manifest = generate(out, seed=7, **SMALL)
+    return out, manifest
+
+
+def _load(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _all_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_identical_bytes(world, tmp_path):
+    root, _ = world
+    again = tmp_path / "again"
+    generate(again, seed=7, **SMALL)
+    first, second = _all_files(root), _all_files(again)
+    assert sorted(first) == sorted(second)
+    differing = [name for name in first if first[name] != second[name]]
+    assert differing == []
+    other = tmp_path / "other"
+    generate(other, seed=8, **SMALL)
+    assert (other / "features/synthetic_obj36.tsv").read_bytes() != first[
+        "features/synthetic_obj36.tsv"]
+
+
+def test_manifest_lists_existing_files_and_parameters(world, tmp_path):
+    root, manifest = world
+    raw = _load(root / "manifest.json")
+    assert raw["format"] == "vlbench-synthetic" and raw["version"] == 1
+    assert raw["seed"] == 7 and raw["feat_dim"] == 48 and raw["max_boxes"] == 10
+    assert raw["generator"]["n_images"] == 240 and "noise_std" in raw["generator"]
+    assert raw["fingerprint"].startswith("sha256:")
+    assert manifest.generation_seconds is not None
+    read = read_manifest(root)
+    assert read.to_json() == raw
+    assert read.path("gqa", "testdev", "questions") == root / "gqa/testdev_balanced_questions.json"
+
+    def walk(node):
+        if isinstance(node, str):
+            assert (root / node).is_file(), node
+        else:
+            for v in node.values():
+                walk(v)
+
+    walk(raw["files"])
+    assert is_synthetic(root) and not is_synthetic(tmp_path)
+    with pytest.raises(DataError, match="vlbench data synth"):
+        read_manifest(tmp_path)
+
+
+def test_load_or_generate_reuses_a_matching_world(world):
+    root, _ = world
+    tsv = root / "features/synthetic_obj36.tsv"
+    before = tsv.stat().st_mtime_ns
+    assert load_or_generate(root, seed=7, **SMALL).seed == 7
+    assert tsv.stat().st_mtime_ns == before
+
+
+def test_bad_parameters_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'n_images'"):
+        generate(tmp_path, n_image=10)
+    with pytest.raises(ConfigError, match="36"):
+        generate(tmp_path, max_boxes=40)
+
+
+def test_gqa_questions_have_the_official_fields(world):
+    root, _ = world
+    for split in ("train", "val", "testdev"):
+        questions = _load(root / f"gqa/{split}_balanced_questions.json")
+        assert isinstance(questions, dict) and len(questions) > 100
+        for qid, q in questions.items():
+            assert isinstance(qid, str) and re.fullmatch(r"\d{8}", qid)
+            assert isinstance(q["imageId"], str) and isinstance(q["question"], str)
+            assert q["question"].endswith("?") and isinstance(q["answer"], str)
+            assert isinstance(q["fullAnswer"], str) and isinstance(q["isBalanced"], bool)
+            assert q["types"]["structural"] in STRUCTURAL
+            assert q["types"]["semantic"] in SEMANTIC
+            assert isinstance(q["types"]["detailed"], str)
+            assert set(q["groups"]) == {"global", "local"} and isinstance(q["groups"]["local"], str)
+            assert q["groups"]["global"] is None or isinstance(q["groups"]["global"], str)
+            assert q["equivalent"] == [qid]
+            assert all(e in questions and e != qid for e in q["entailed"])
+            assert q["semantic"] and isinstance(q["semanticStr"], str)
+            for step in q["semantic"]:
+                assert set(step) == {"operation", "dependencies", "argument"}
+                assert all(isinstance(d, int) for d in step["dependencies"])
+            assert set(q["annotations"]) == {"answer", "question", "fullAnswer"}
+        assert any(not q["isBalanced"] for q in questions.values())
+        assert sum(1 for q in questions.values() if q["entailed"]) > 10
+
+
+def test_choices_cover_the_answer(world):
+    root, _ = world
+    for split in ("train", "val", "testdev"):
+        questions = _load(root / f"gqa/{split}_balanced_questions.json")
+        choices = _load(root / f"gqa/{split}_choices.json")
+        assert set(choices) == set(questions)
+        for qid, q in questions.items():
+            assert q["answer"] in choices[qid]["valid"]
+            assert q["answer"] in choices[qid]["plausible"]
+
+
+def _prior(train: dict, test: dict, key) -> float:
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for q in train.values():
+        if q["isBalanced"]:
+            counts[key(q)][q["answer"]] += 1
+    best = {k: c.most_common(1)[0][0] for k, c in counts.items()}
+    hits = [best.get(key(q)) == q["answer"] for q in test.values() if q["isBalanced"]]
+    return 100.0 * sum(hits) / len(hits)
+
+
+def test_question_only_prior_is_far_below_reading_the_scene(world):
+    root, manifest = world
+    train = _load(root / "gqa/train_balanced_questions.json")
+    testdev = _load(root / "gqa/testdev_balanced_questions.json")
+    by_type = _prior(train, testdev, lambda q: q["types"]["detailed"])
+    by_words = _prior(train, testdev, lambda q: " ".join(q["question"].lower().split()[:2]))
+    assert by_type < 40 and by_words < 40
+    stats = manifest.stats["gqa"]
+    assert stats["oracle"] == {"train": 100.0, "val": 100.0, "testdev": 100.0}
+    assert stats["prior"]["testdev"] == pytest.approx(by_type, abs=2.0)
+    assert manifest.stats["vqa"]["oracle"]["val2014"] == 100.0
+    assert manifest.stats["nlvr2"]["oracle"]["dev"] == 100.0
+
+
+def test_binary_types_are_balanced(world):
+    root, _ = world
+    train = _load(root / "gqa/train_balanced_questions.json")
+    answers: dict[str, Counter] = defaultdict(Counter)
+    for q in train.values():
+        if q["isBalanced"]:
+            answers[q["types"]["detailed"]][q["answer"]] += 1
+    for detailed, counts in answers.items():
+        total = sum(counts.values())
+        if set(counts) <= {"yes", "no"} and total >= 50:
+            assert 0.38 <= counts["yes"] / total <= 0.62, (detailed, counts)
+        if total >= 50:  # no answer dominates any type
+            assert counts.most_common(1)[0][1] / total <= 0.62, (detailed, counts)
+
+
+def _scene(image_id: str, graph: dict) -> Scene:
+    objs = []
+    for oid, o in graph["objects"].items():
+        size, color, material = o["attributes"]
+        box = (o["x"], o["y"], o["x"] + o["w"], o["y"] + o["h"])
+        objs.append(Obj(oid, o["name"], color, material, size, box))
+    return Scene(image_id, graph["width"], graph["height"], objs)
+
+
+def test_written_programs_answer_correctly_on_written_scene_graphs(world):
+    root, _ = world
+    graphs = _load(root / "gqa/val_sceneGraphs.json")
+    scenes = {i: _scene(i, g) for i, g in graphs.items()}
+    questions = _load(root / "gqa/val_balanced_questions.json")
+    right = [execute(q["semantic"], scenes[q["imageId"]]) == q["answer"]
+             for q in questions.values() if q["isBalanced"]]
+    assert len(right) > 50 and all(right)
+
+
+def test_lxmert_gqa_json_matches_the_questions(world):
+    root, _ = world
+    for split, name in (("train", "train"), ("val", "valid"), ("testdev", "testdev")):
+        questions = _load(root / f"gqa/{split}_balanced_questions.json")
+        data = read_lxmert_gqa(root / f"gqa/lxmert/{name}.json")
+        assert len(data) == len(questions)
+        for d in data:
+            q = questions[d["question_id"]]
+            assert d["sent"] == q["question"] and d["img_id"] == q["imageId"]
+            assert d["label"] == {q["answer"]: 1.0}
+    ans2label = _load(root / "gqa/lxmert/trainval_ans2label.json")
+    label2ans = _load(root / "gqa/lxmert/trainval_label2ans.json")
+    assert all(label2ans[i] == a for a, i in ans2label.items())
+
+
+def test_feature_tsv_holds_every_referenced_image(world, tmp_path):
+    root, _ = world
+    records = {r.img_id: r for r in iter_tsv(root / "features/synthetic_obj36.tsv")}
+    for r in records.values():
+        assert 3 <= r.num_boxes <= 10 and r.feat_dim == 48
+        assert (r.boxes[:, 2] <= r.img_w).all() and (r.boxes[:, 3] <= r.img_h).all()
+        assert (r.boxes >= 0).all() and (r.objects_id < 1600).all() and (r.attrs_id < 400).all()
+        assert (0 < r.objects_conf).all() and (r.objects_conf < 1).all()
+        assert 320 <= r.img_w <= 640 and 320 <= r.img_h <= 640
+    wanted = set()
+    for split in ("train", "val", "testdev"):
+        wanted |= {q["imageId"] for q in _load(root / f"gqa/{split}_balanced_questions.json").values()}
+    for name in ("train", "nominival", "minival"):
+        wanted |= {d["img_id"] for d in _load(root / f"vqa/lxmert/{name}.json")}
+    for name in ("train", "valid", "test"):
+        for d in _load(root / f"nlvr2/lxmert/{name}.json"):
+            wanted |= {d["img0"], d["img1"]}
+    for name in ("train", "val"):
+        wanted |= {d["img_id"] for d in _load(root / f"pretrain/{name}.json")}
+    assert wanted <= set(records)
+    store = FeatureStore.open(root / "features/synthetic_obj36.tsv", tmp_path / "cache")
+    assert store.feat_dim == 48 and len(store) == len(records)
+
+
+def test_regions_carry_the_scene(world):
+    """A linear probe on region features recovers the object category (the world is learnable)."""
+    root, _ = world
+    feats, labels = [], []
+    for r in iter_tsv(root / "features/synthetic_obj36.tsv"):
+        feats.append(r.features)
+        labels.append(r.objects_id)
+    x, y = np.concatenate(feats), np.concatenate(labels)
+    classes, target = np.unique(y, return_inverse=True)
+    x = np.hstack([x, np.ones((len(x), 1), np.float32)])
+    half = len(x) // 2
+    w = np.linalg.lstsq(x[:half], np.eye(len(classes))[target[:half]], rcond=None)[0]
+    accuracy = ((x[half:] @ w).argmax(1) == target[half:]).mean()
+    assert accuracy > 0.85  # the detector's labels themselves are wrong 5% of the time
+
+
+def test_vqa_files_follow_the_official_layout(world):
+    root, _ = world
+    for subtype in ("train2014", "val2014", "minival"):
+        qs = _load(root / f"vqa/v2_OpenEnded_mscoco_{subtype}_questions.json")
+        anns = _load(root / f"vqa/v2_mscoco_{subtype}_annotations.json")
+        assert qs["data_subtype"] == subtype and qs["task_type"] == "Open-Ended"
+        by_id = {q["question_id"]: q for q in qs["questions"]}
+        assert len(by_id) == len(qs["questions"]) == len(anns["annotations"]) > 0
+        for a in anns["annotations"]:
+            q = by_id[a["question_id"]]
+            assert a["image_id"] == q["image_id"] and isinstance(a["image_id"], int)
+            assert q["question"].lower().replace(" an ", " a ").startswith(a["question_type"])
+            assert a["answer_type"] in {"yes/no", "number", "other"}
+            assert len(a["answers"]) == 10
+            assert [x["answer_id"] for x in a["answers"]] == list(range(1, 11))
+            assert {x["answer_confidence"] for x in a["answers"]} <= {"yes", "maybe", "no"}
+            normalised = Counter(normalise_answer(x["answer"]) for x in a["answers"])
+            assert normalised[a["multiple_choice_answer"]] >= 4
+            if a["answer_type"] == "number":
+                assert a["multiple_choice_answer"] in {"0", "1", "2", "3", "4"}
+    val_ids = {q["question_id"] for q in
+               _load(root / "vqa/v2_OpenEnded_mscoco_val2014_questions.json")["questions"]}
+    mini_ids = {q["question_id"] for q in
+                _load(root / "vqa/v2_OpenEnded_mscoco_minival_questions.json")["questions"]}
+    assert mini_ids < val_ids
+    disagreement = [len({x["answer"] for x in a["answers"]}) > 1 for a in
+                    _load(root / "vqa/v2_mscoco_train2014_annotations.json")["annotations"]]
+    assert 0.2 < np.mean(disagreement) < 0.95
+
+
+def test_nlvr2_statements_pair_images_with_balanced_labels(world):
+    root, _ = world
+    for split in ("train", "dev", "test1"):
+        lines = (root / f"nlvr2/{split}.json").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
+        assert rows and all(r["label"] in ("True", "False") for r in rows)
+        assert 0.4 <= np.mean([r["label"] == "True" for r in rows]) <= 0.6
+        pairs_per_sentence: dict[tuple, set] = defaultdict(set)
+        for r in rows:
+            s, set_id, pair, sent = r["identifier"].split("-")
+            assert s == split and r["sentence"].endswith(".")
+            assert r["left_url"].endswith(f"{split}-{set_id}-{pair}-img0.png")
+            pairs_per_sentence[(set_id, sent)].add(pair)
+        assert min(len(p) for p in pairs_per_sentence.values()) >= 2
+
+
+def test_pretrain_corpus_is_lxmert_shaped_and_true(world):
+    root, _ = world
+    records = {r.img_id: r for r in iter_tsv(root / "features/synthetic_obj36.tsv")}
+    for name in ("train", "val"):
+        data = _load(root / f"pretrain/{name}.json")
+        assert data
+        for d in data:
+            assert set(d) == {"img_id", "sentf", "labelf"}
+            assert d["sentf"]["synth_captions"]
+            for source, labels in d["labelf"].items():
+                assert len(labels) == len(d["sentf"][source])
+                assert all(isinstance(lab, dict) and lab for lab in labels)
+            for cap in d["sentf"]["synth_captions"]:
+                m = re.fullmatch(r"there are (\w+) objects", cap)
+                if m:  # a count of all objects must match the number of regions
+                    words = ["zero", "one", "two", "three", "four", "five"]
+                    n = words.index(m.group(1)) if m.group(1) in words else int(m.group(1))
+                    assert n == records[d["img_id"]].num_boxes
+
+
+def test_crowded_high_dimensional_world(tmp_path):
+    generate(tmp_path, seed=1, n_images=24, feat_dim=2048, min_boxes=30, max_boxes=36,
+             vqa_train_images=2, vqa_val_images=2, vqa_minival_images=1,
+             nlvr2_train_sets=1, nlvr2_dev_sets=1, nlvr2_test1_sets=1)
+    rows = list(iter_tsv(tmp_path / "features/synthetic_obj36.tsv"))
+    assert all(r.feat_dim == 2048 and 30 <= r.num_boxes <= 36 for r in rows)

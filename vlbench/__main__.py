@@ -1,0 +1,3 @@
+from vlbench.cli import main
+
+main()

@@ -1,0 +1,245 @@
+"""The synthetic world: a small benchmark generated on the spot, in the real file formats.
+
+``generate(DIR, seed)`` writes (relative to DIR)::
+
+    manifest.json                                   contents, parameters, baselines
+    features/synthetic_obj36.tsv                    LXMERT feature TSV, every image
+    gqa/{train,val,testdev}_balanced_questions.json GQA questions (dict by question id)
+    gqa/{train,val,testdev}_choices.json            GQA valid / plausible answers
+    gqa/{train,val}_sceneGraphs.json                GQA scene graphs
+    gqa/lxmert/{train,valid,testdev}.json           LXMERT's preprocessed GQA splits
+    gqa/lxmert/trainval_{ans2label,label2ans}.json  LXMERT's GQA answer table
+    vqa/v2_OpenEnded_mscoco_{train2014,val2014,minival}_questions.json
+    vqa/v2_mscoco_{train2014,val2014,minival}_annotations.json
+    vqa/lxmert/{train,nominival,minival}.json       LXMERT's preprocessed VQA splits
+    vqa/lxmert/trainval_{ans2label,label2ans}.json  LXMERT's VQA answer table
+    nlvr2/{train,dev,test1}.json                    NLVR2 JSONL statements over image pairs
+    nlvr2/lxmert/{train,valid,test}.json            LXMERT's preprocessed NLVR2 splits
+    pretrain/{train,val}.json                       LXMERT pre-training corpus
+
+The same seed and parameters give byte-identical files. Everything a scene holds can be
+read off its regions (features are a noisy projection of the object properties), and the
+questions are balanced per type, so a question-only prior scores far below a model that
+reads the image; ``manifest.json`` records both numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vlbench.data.synth.config import WorldConfig
+from vlbench.data.synth.gqa_writer import GQA_SPLITS, build_gqa, gqa_stats, write_gqa
+from vlbench.data.synth.nlvr2_writer import build_nlvr2, nlvr2_stats, write_nlvr2
+from vlbench.data.synth.pretrain_writer import captions, pretrain_entry, write_pretrain
+from vlbench.data.synth.scene import Detector, Scene
+from vlbench.data.synth.vqa_writer import build_vqa, vqa_stats, write_vqa
+from vlbench.data.tsv import write_tsv
+from vlbench.errors import DataError
+
+FORMAT = "vlbench-synthetic"
+VERSION = 1
+MANIFEST = "manifest.json"
+FEATURES = "features/synthetic_obj36.tsv"
+
+# Independent random streams, so changing one part (e.g. NLVR2 sizes) leaves the others'
+# files unchanged.
+_STREAM = {"projection": 0, "gqa_scenes": 1, "gqa_questions": 2, "detector": 3,
+           "captions": 4, "vqa_scenes": 5, "vqa_questions": 6, "nlvr2": 7}
+
+
+@dataclass
+class Manifest:
+    """What ``manifest.json`` says about a generated world (paths relative to ``root``)."""
+
+    root: Path
+    seed: int
+    feat_dim: int
+    max_boxes: int
+    n_images: int
+    files: dict
+    splits: dict
+    generator: dict
+    stats: dict
+    fingerprint: str
+    format: str = FORMAT
+    version: int = VERSION
+    generation_seconds: float | None = field(default=None, compare=False)
+
+    def path(self, *keys: str) -> Path:
+        """Absolute path of a file listed in ``files``: ``path("gqa", "train", "questions")``."""
+        node = self.files
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                raise DataError(
+                    f"{self.root / MANIFEST}: no file entry {'/'.join(keys)}; "
+                    f"known top-level entries: {', '.join(self.files)}"
+                )
+            node = node[k]
+        if not isinstance(node, str):
+            raise DataError(f"{self.root / MANIFEST}: {'/'.join(keys)} names several files")
+        return self.root / node
+
+    def to_json(self) -> dict:
+        """The manifest.json content."""
+        return {"format": self.format, "version": self.version, "seed": self.seed,
+                "feat_dim": self.feat_dim, "max_boxes": self.max_boxes,
+                "n_images": self.n_images, "fingerprint": self.fingerprint,
+                "files": self.files, "splits": self.splits, "generator": self.generator,
+                "stats": self.stats}
+
+
+def _rng(seed: int, stream: str) -> np.random.Generator:
+    return np.random.default_rng([seed, _STREAM[stream]])
+
+
+def _counter(start: int):
+    it = itertools.count(start)
+    return lambda: str(next(it))
+
+
+def generate(out_dir: str | os.PathLike, seed: int = 0, **params) -> Manifest:
+    """Write the synthetic world into ``out_dir`` and return its manifest.
+
+    ``params`` override :class:`~vlbench.data.synth.config.WorldConfig` fields
+    (``n_images``, ``feat_dim``, ``max_boxes``, ``questions_per_image`` ...).
+    """
+    start = time.perf_counter()
+    cfg = WorldConfig.from_overrides(**params)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # a half-written world must not look complete
+
+    gqa = build_gqa(cfg, _rng(seed, "gqa_scenes"), _rng(seed, "gqa_questions"),
+                    _counter(1_000_000))
+    vqa = build_vqa(cfg, _rng(seed, "vqa_scenes"), _rng(seed, "vqa_questions"),
+                    _counter(5_000_000))
+    nlvr2 = build_nlvr2(cfg, _rng(seed, "nlvr2"), _counter(8_000_000))
+
+    scenes: list[Scene] = [s for split in GQA_SPLITS for s in gqa.scenes[split]]
+    scenes += vqa.all_scenes() + nlvr2.all_scenes()
+    detector = Detector(_rng(seed, "projection"), cfg.feat_dim, noise_std=cfg.noise_std,
+                        label_noise=cfg.label_noise)
+    det_rng = _rng(seed, "detector")
+    write_tsv(out / FEATURES, detector.detect_many(det_rng, scenes))
+
+    files: dict = {"features": FEATURES, "gqa": write_gqa(out, gqa), "vqa": write_vqa(out, vqa),
+                   "nlvr2": write_nlvr2(out, nlvr2)}
+    files["pretrain"], pretrain_counts = _write_pretrain(out, cfg, seed, gqa, vqa)
+
+    splits = {
+        "gqa": {s: {"images": len(gqa.scenes[s]), "questions": len(gqa.questions[s])}
+                for s in GQA_SPLITS},
+        "vqa": vqa.split_counts(),
+        "nlvr2": nlvr2.split_counts(),
+        "pretrain": pretrain_counts,
+    }
+    stats = {"gqa": gqa_stats(gqa), "vqa": vqa_stats(vqa), "nlvr2": nlvr2_stats(nlvr2)}
+    manifest = Manifest(
+        root=out, seed=seed, feat_dim=cfg.feat_dim, max_boxes=cfg.max_boxes,
+        n_images=len(scenes), files=files, splits=splits, generator=cfg.to_dict(),
+        stats=stats, fingerprint=_fingerprint(out, files),
+    )
+    with open(out / (MANIFEST + ".tmp"), "w", encoding="utf-8") as f:
+        json.dump(manifest.to_json(), f, indent=2)
+        f.write("\n")
+    os.replace(out / (MANIFEST + ".tmp"), out / MANIFEST)
+    manifest.generation_seconds = round(time.perf_counter() - start, 3)
+    return manifest
+
+
+def _write_pretrain(out: Path, cfg: WorldConfig, seed: int, gqa, vqa) -> tuple[dict, dict]:
+    """Captions for every GQA/VQA train (and val) image plus that image's QA pairs."""
+    rng = _rng(seed, "captions")
+    qa_by_image: dict[str, dict[str, list]] = {}
+    for split in ("train", "val"):
+        for q in gqa.questions[split]:
+            qa_by_image.setdefault(q.image_id, {}).setdefault("synth_gqa", []).append(
+                (q.question, {q.answer: 1.0}))
+    for image_id, pairs in vqa.pretrain_pairs().items():
+        qa_by_image.setdefault(image_id, {})["synth_vqa"] = pairs
+    corpus: dict[str, list[dict]] = {"train": [], "val": []}
+    for split, scenes in (("train", gqa.scenes["train"] + vqa.pretrain_scenes("train")),
+                          ("val", gqa.scenes["val"] + vqa.pretrain_scenes("val"))):
+        for scene in scenes:
+            caps = captions(scene, rng, cfg.captions_per_image)
+            corpus[split].append(pretrain_entry(scene, caps, qa_by_image.get(scene.image_id, {})))
+    counts = {s: {"images": len(v), "sentences": sum(len(x) for e in v for x in e["sentf"].values())}
+              for s, v in corpus.items()}
+    return write_pretrain(out, corpus), counts
+
+
+def _fingerprint(root: Path, files: dict) -> str:
+    """sha256 over every listed file (path and bytes), in a fixed order."""
+    paths: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, str):
+            paths.append(node)
+        elif isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+
+    walk(files)
+    h = hashlib.sha256()
+    for rel in sorted(set(paths)):
+        h.update(rel.encode() + b"\0")
+        with open(root / rel, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def read_manifest(data_dir: str | os.PathLike) -> Manifest:
+    """Load ``DIR/manifest.json`` of a generated world; :class:`DataError` if it is not one."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(
+            f"{path}: no synthetic-world manifest; generate one with `vlbench data synth --out "
+            f"{data_dir}` or point --data at a directory of real data"
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); regenerate the world") from None
+    if raw.get("format") != FORMAT:
+        raise DataError(f"{path}: key 'format' is {raw.get('format')!r}, expected '{FORMAT}'")
+    if raw.get("version") != VERSION:
+        raise DataError(
+            f"{path}: key 'version' is {raw.get('version')!r}, this vlbench reads version "
+            f"{VERSION}; regenerate the world with `vlbench data synth`"
+        )
+    try:
+        return Manifest(root=Path(data_dir), seed=raw["seed"], feat_dim=raw["feat_dim"],
+                        max_boxes=raw["max_boxes"], n_images=raw["n_images"],
+                        files=raw["files"], splits=raw["splits"], generator=raw["generator"],
+                        stats=raw["stats"], fingerprint=raw["fingerprint"])
+    except KeyError as e:
+        raise DataError(f"{path}: missing key {e}; regenerate the world") from None
+
+
+def is_synthetic(data_dir: str | os.PathLike) -> bool:
+    """True when ``data_dir`` holds a complete generated world (its manifest is readable)."""
+    try:
+        read_manifest(data_dir)
+    except DataError:
+        return False
+    return True
+
+
+def load_or_generate(out_dir: str | os.PathLike, seed: int = 0, **params) -> Manifest:
+    """Reuse the world in ``out_dir`` when its seed and parameters match, else generate it."""
+    cfg = WorldConfig.from_overrides(**params)
+    if is_synthetic(out_dir):
+        manifest = read_manifest(out_dir)
+        if manifest.seed == seed and manifest.generator == cfg.to_dict():
+            return manifest
+    return generate(out_dir, seed, **params)

@@ -1,0 +1,173 @@
+"""Checkpoints: safetensors weights + JSON config, and the whole training state for resuming.
+
+A checkpoint directory holds ``model.safetensors`` (the task model: backbone + head),
+``config.json`` (model name and resolved run config) and, for resumable ones,
+``optim.safetensors`` + ``trainer_state.json`` (optimizer moments, scheduler, step,
+epoch, position in the epoch, RNG states). Nothing is pickled. Directories are written
+to a temporary name and renamed, so a kill mid-save leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from vlbench.errors import CheckpointError
+
+
+def save_weights(module: torch.nn.Module, path: Path) -> None:
+    # safetensors refuses shared storage (tied embeddings): store each tensor once, contiguous.
+    state = {}
+    seen: dict[int, str] = {}
+    for k, v in module.state_dict().items():
+        ptr = v.data_ptr()
+        if ptr in seen and v.numel() > 0:
+            continue
+        seen[ptr] = k
+        state[k] = v.detach().contiguous().cpu()
+    save_file(state, str(path))
+
+
+def load_weights(module: torch.nn.Module, path: Path, *, strict: bool = True) -> tuple[list[str], list[str]]:
+    """Load ``path`` into ``module``; a shape mismatch names the key and both shapes."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no weights file; is this a vlbench checkpoint directory?")
+    state = load_file(str(path))
+    own = module.state_dict()
+    for k, v in state.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(
+                f"{path}: '{k}' has shape {tuple(v.shape)} in the checkpoint but {tuple(own[k].shape)} in the "
+                "model; load it with the config it was trained with"
+            )
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    tied = _tied_keys(module)
+    missing = [k for k in missing if k not in tied]
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{path}: checkpoint does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return missing, unexpected
+
+
+def _tied_keys(module: torch.nn.Module) -> set[str]:
+    """Keys whose tensors share storage with an earlier key (stored once)."""
+    seen: set[int] = set()
+    tied = set()
+    for k, v in module.state_dict().items():
+        if v.data_ptr() in seen and v.numel() > 0:
+            tied.add(k)
+        seen.add(v.data_ptr())
+    return tied
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    np_state = np.random.get_state()
+    meta = {
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "python": _jsonable(random.getstate()),
+    }
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+    random.setstate(_tuples(meta["python"]))
+
+
+def _jsonable(x: Any) -> Any:
+    return [_jsonable(i) for i in x] if isinstance(x, tuple | list) else x
+
+
+def _tuples(x: Any) -> Any:
+    return tuple(_tuples(i) for i in x) if isinstance(x, list) else x
+
+
+def save_checkpoint(directory: Path, model: torch.nn.Module, config: dict[str, Any],
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                    trainer_state: dict[str, Any] | None = None, rng: Any = None) -> Path:
+    """Write a checkpoint directory atomically (temporary sibling, then rename).
+
+    ``rng`` is an earlier :func:`rng_state` (e.g. taken at the last optimizer step when a
+    run is interrupted mid-step); by default the current RNG state is saved.
+    """
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_weights(model, tmp / "model.safetensors")
+    (tmp / "config.json").write_text(json.dumps(config, indent=1))
+    if optimizer is not None:
+        tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
+        rng_tensors, rng_meta = rng if rng is not None else rng_state()
+        tensors.update(rng_tensors)
+        save_file(tensors, str(tmp / "optim.safetensors"))
+        state = dict(trainer_state or {})
+        state.update({
+            "optimizer": optim_meta,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": rng_meta,
+        })
+        (tmp / "trainer_state.json").write_text(json.dumps(state))
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def load_training_state(directory: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """Restore optimizer, scheduler and RNG states; returns the trainer's own counters."""
+    state_path, optim_path = directory / "trainer_state.json", directory / "optim.safetensors"
+    if not state_path.is_file() or not optim_path.is_file():
+        raise CheckpointError(f"{directory}: no resumable training state (trainer_state.json, optim.safetensors)")
+    state = json.loads(state_path.read_text())
+    tensors = load_file(str(optim_path))
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, state.pop("optimizer")))
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(tensors, state.pop("rng"))
+    state.pop("scheduler", None)
+    return state
+
+
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for pid, pstate in sd["state"].items():
+        for name, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}

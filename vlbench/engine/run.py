@@ -1,0 +1,133 @@
+"""Library entry points behind ``vlbench train`` and ``vlbench evaluate``, and the run record."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from vlbench.engine.checkpoint import load_weights
+from vlbench.engine.evaluate import eval_examples, predict, write_outputs
+from vlbench.engine.provenance import provenance
+from vlbench.engine.session import Session, new_session, open_session
+from vlbench.engine.trainer import BEST, LAST, Trainer
+from vlbench.errors import CheckpointError
+from vlbench.results.records import write_json_atomic
+
+
+def data_fingerprint(session: Session) -> str:
+    """Content hash of every example the run reads, plus the feature store's own fingerprint."""
+    h = hashlib.sha256(session.features.fingerprint.encode())
+    task = session.task
+    for split in [task.train_split, *task.eval_splits]:
+        h.update(split.encode())
+        for ex in task.examples(split):
+            h.update(repr(ex).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def base_record(session: Session) -> dict[str, Any]:
+    """The parts of run.json fixed when the run starts."""
+    task = session.task
+    splits = {s: len(task.examples(s)) for s in [task.train_split, *task.eval_splits]}
+    baselines: dict[str, dict[str, Any]] = {}
+    for split in task.eval_splits:
+        for name, metrics in task.baselines(split).items():
+            baselines.setdefault(name, {})[split] = metrics
+    return {
+        "vlbench_run": 1,
+        "run_id": session.run_dir.name,
+        "model": session.model_name,
+        "variant": session.variant,
+        "task": session.task_name,
+        "seed": session.seed,
+        "objectives": list(session.extra.get("objectives", [])),
+        "config": session.cfg.to_dict(),
+        "data": {"source": session.data.label, "synthetic": session.data.synthetic,
+                 "fingerprint": data_fingerprint(session), "splits": splits},
+        "primary_metric": task.primary_metric,
+        "eval_splits": list(task.eval_splits),
+        "baselines": baselines,
+        "params": sum(p.numel() for p in session.model.parameters()),
+        "provenance": provenance(session.device),
+        "init": session.extra.get("init"),
+    }
+
+
+def finish_record(base: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    record = dict(base)
+    record.update({
+        "status": state["status"],
+        "metrics": state["best_metrics"],
+        "best_epoch": state["best_epoch"],
+        "epochs_done": state["epoch"],
+        "steps": state["step"],
+        "throughput": {
+            "train_examples_per_s": state["train_examples"] / state["train_seconds"] if state["train_seconds"] else None,
+            "eval_examples_per_s": state["eval_examples"] / state["eval_seconds"] if state["eval_seconds"] else None,
+        },
+        "wall_seconds": round(state["wall_seconds"], 3),
+        "checkpoint": BEST,
+    })
+    return record
+
+
+def train(model: str, task: str, *, data_dir: str | None = None, seed: int = 0, out: str | Path = "runs",
+          overrides: dict[str, str] | None = None, console: Console | None = None) -> Path:
+    """Train a new run; returns its directory."""
+    console = console or Console(stderr=True)
+    session = new_session(model, task, data_dir=data_dir, seed=seed, out=out, overrides=overrides,
+                          say=console.print)
+    console.print(f"Run directory: {session.run_dir}")
+    base = base_record(session)
+    trainer = Trainer(session, console, on_record=lambda st: finish_record(base, st))
+    write_json_atomic(session.run_dir / "run.json", finish_record(base, dict(trainer.state, status="running")))
+    trainer.fit()
+    return session.run_dir
+
+
+def resume(run_dir: str | Path, *, console: Console | None = None) -> Path:
+    """Continue an interrupted run from its last checkpoint; ends where an uninterrupted run would."""
+    console = console or Console(stderr=True)
+    session = open_session(run_dir, say=console.print)
+    record = session.extra["record"]
+    if record.get("status") == "finished":
+        console.print(f"{run_dir} is already finished; nothing to resume")
+        return session.run_dir
+    if not (session.run_dir / LAST / "trainer_state.json").is_file():
+        raise CheckpointError(f"{run_dir}: no checkpoint to resume from (it was interrupted before its first save); "
+                              "start it again")
+    base = {k: v for k, v in record.items() if k not in ("status", "metrics", "throughput", "wall_seconds")}
+    base["provenance"] = dict(record["provenance"], resumed=provenance(session.device)["started"])
+    trainer = Trainer(session, console, on_record=lambda st: finish_record(base, st))
+    trainer.resume()
+    trainer.fit()
+    return session.run_dir
+
+
+def evaluate(target: str | Path, *, split: str, task: str | None = None, data_dir: str | None = None,
+             console: Console | None = None) -> dict[str, Any]:
+    """Score a run's best checkpoint (or a given checkpoint directory inside a run) on ``split``."""
+    console = console or Console(stderr=True)
+    target = Path(target)
+    run_dir, ckpt = (target, target / BEST) if (target / "run.json").is_file() else (target.parent.parent, target)
+    if not (run_dir / "run.json").is_file():
+        raise CheckpointError(f"{target}: not a run directory or a checkpoint inside one (no run.json found)")
+    session = open_session(run_dir, data_dir=data_dir, say=console.print)
+    if task is not None and task != session.task_name:
+        raise CheckpointError(f"{run_dir} was trained for task '{session.task_name}', not '{task}'")
+    load_weights(session.model, ckpt / "model.safetensors")
+    model = session.model.to(session.device)
+    examples = eval_examples(session.task, split)
+    t0 = time.perf_counter()
+    preds, seconds = predict(model, session.task, examples, batch_size=session.cfg.train.batch_size * 2,
+                             device=session.device, precision=session.cfg.train.precision)
+    metrics, records = session.task.score(split, preds)
+    path = write_outputs(run_dir, session.task, split, preds, records)
+    return {"run": str(run_dir), "checkpoint": str(ckpt), "split": split, "metrics": metrics,
+            "predictions": str(path), "examples": len(examples),
+            "examples_per_s": len(examples) / seconds if seconds else None,
+            "seconds": time.perf_counter() - t0}

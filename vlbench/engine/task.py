@@ -1,0 +1,103 @@
+"""The protocol a task plugin meets the engine through.
+
+The engine never looks inside a task: it asks the plugin for examples, batches, a
+model around the backbone, a loss, predictions and official scores. ``tasks/`` holds
+the implementations (VQA, GQA, NLVR2); a third-party task subclasses ``Task`` and
+registers itself with ``@register_task("name")``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from vlbench.data.source import DataSource
+
+
+class Task(ABC):
+    """A benchmark task: data in its official formats, a head, a loss, the official metric."""
+
+    config_class: ClassVar[type]
+    primary_metric: ClassVar[str] = "accuracy"
+    prediction_suffix: ClassVar[str] = ".json"
+
+    def __init__(self, config: Any, data: DataSource):
+        self.config = config
+        self.data = data
+
+    # -- configuration -------------------------------------------------------------
+    @classmethod
+    def default_overrides(cls, data: DataSource) -> dict[str, Any]:
+        """Task-level defaults for any config section (``{"train.lr": 1e-5}``)."""
+        return {}
+
+    @property
+    @abstractmethod
+    def train_split(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def eval_splits(self) -> list[str]: ...
+
+    # -- data ----------------------------------------------------------------------
+    @abstractmethod
+    def training_texts(self) -> Iterable[str]:
+        """Sentences a WordPiece vocabulary is learned from when none is given."""
+
+    @abstractmethod
+    def setup(self, tokenizer: Any, features: Any, state: dict[str, Any] | None = None) -> None:
+        """Read the splits and build what training needs (e.g. the answer vocabulary).
+
+        ``state`` is what ``state()`` returned for an earlier run: reuse it so a resumed
+        or re-evaluated run sees the same label space.
+        """
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able task state saved with the run (answer vocabulary, ...)."""
+        return {}
+
+    @abstractmethod
+    def examples(self, split: str) -> Sequence[Any]: ...
+
+    @abstractmethod
+    def collate(self, examples: Sequence[Any]) -> dict[str, Any]:
+        """Examples -> a batch of tensors (backbone inputs, targets) plus ids."""
+
+    def image_ids(self) -> set[str]:
+        """Image ids every split refers to (checked against the feature store up front)."""
+        return set()
+
+    # -- model ---------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        """Wrap the backbone with this task's head; ``model(batch)`` returns logits."""
+
+    @abstractmethod
+    def loss(self, logits: Any, batch: dict[str, Any]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The training loss, or named (weighted) losses that the trainer sums and logs."""
+
+    @abstractmethod
+    def predict(self, logits: torch.Tensor, batch: dict[str, Any]) -> list[tuple[str, Any]]:
+        """Logits -> ``(example id, prediction)`` pairs in the submission's terms."""
+
+    # -- scoring -------------------------------------------------------------------
+    @abstractmethod
+    def score(self, split: str, predictions: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Official metrics (percent) and one record per question (see the run contract)."""
+
+    @abstractmethod
+    def write_predictions(self, predictions: dict[str, Any], path: Path) -> Path:
+        """Write predictions in the official submission format; returns the file written."""
+
+    @abstractmethod
+    def read_predictions(self, path: Path) -> dict[str, Any]:
+        """Read a submission file back (for re-scoring stored predictions)."""
+
+    def baselines(self, split: str) -> dict[str, dict[str, float]]:
+        """Text-only or trivial baselines on ``split`` (at least ``prior``)."""
+        return {}

@@ -1,0 +1,231 @@
+"""The training loop: AdamW, warmup + linear decay, clipping, accumulation, bf16, resume.
+
+State is small and explicit (model, optimizer, scheduler, epoch, batch within the
+epoch, step, best score, RNG) and a checkpoint saves and restores all of it, so a
+resumed run ends with the same weights as an uninterrupted one. Each epoch visits the
+training set in an order drawn from ``(seed, epoch)`` alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from vlbench.engine.checkpoint import load_training_state, load_weights, rng_state, save_checkpoint
+from vlbench.engine.evaluate import autocast, eval_examples, predict, to_device, write_outputs
+from vlbench.engine.session import Session
+from vlbench.results.records import write_json_atomic
+
+LAST, BEST = "checkpoints/last", "checkpoints/best"
+
+
+def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """BERT convention: no weight decay on biases and LayerNorm weights."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_linear(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    warmup = max(1, int(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+class Trainer:
+    """Fine-tunes ``session.model`` on the task's training split, evaluating every epoch."""
+
+    def __init__(self, session: Session, console: Console | None = None,
+                 on_record: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
+        self.s = session
+        self.cfg = session.cfg.train
+        self.console = console or Console(stderr=True)
+        self.on_record = on_record  # builds run.json from the trainer's summary
+        self.model = session.model.to(session.device)
+        self.train_examples = eval_examples(session.task, session.task.train_split, self.cfg.train_limit)
+        if not self.train_examples:
+            raise ValueError(f"split '{session.task.train_split}' has no training examples")
+        self.batches_per_epoch = math.ceil(len(self.train_examples) / self.cfg.batch_size)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / self.cfg.grad_accum)
+        self.total_steps = self.steps_per_epoch * self.cfg.epochs
+        self.optimizer = torch.optim.AdamW(optimizer_groups(self.model, self.cfg.weight_decay), lr=self.cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_linear(self.total_steps, self.cfg.warmup_ratio))
+        self.state: dict[str, Any] = {
+            "epoch": 0, "batch": 0, "step": 0, "best_score": None, "best_epoch": None,
+            "best_metrics": {}, "train_seconds": 0.0, "train_examples": 0, "eval_seconds": 0.0,
+            "eval_examples": 0, "wall_seconds": 0.0, "history_bytes": 0,
+        }
+        self._boundary_rng = rng_state()
+
+    # -- checkpoints ---------------------------------------------------------------
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {"model": self.s.model_name, "task": self.s.task_name, "config": self.s.cfg.to_dict()}
+
+    def save_last(self, rng: Any = None) -> None:
+        self.state["history_bytes"] = self._history_path.stat().st_size if self._history_path.exists() else 0
+        save_checkpoint(self.s.run_dir / LAST, self.model, self.checkpoint_config(), self.optimizer,
+                        self.scheduler, self.state, rng=rng)
+
+    def resume(self) -> None:
+        """Continue from ``checkpoints/last`` exactly where it left off."""
+        last = self.s.run_dir / LAST
+        load_weights(self.model, last / "model.safetensors")
+        self.state.update(load_training_state(last, self.optimizer, self.scheduler))
+        with open(self._history_path, "r+b") as f:  # drop log lines written after the checkpoint
+            f.truncate(self.state["history_bytes"])
+        self.console.print(f"Resuming {self.s.run_dir} at epoch {self.state['epoch']}, step {self.state['step']}")
+
+    @property
+    def _history_path(self) -> Path:
+        return self.s.run_dir / "history.jsonl"
+
+    def log(self, entry: dict[str, Any]) -> None:
+        with open(self._history_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    # -- the loop ------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        started = time.perf_counter() - self.state["wall_seconds"]
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            with self._progress() as progress:
+                bar = progress.add_task("train", total=self.total_steps, completed=self.state["step"],
+                                        loss=float("nan"), eps=0.0)
+                while self.state["epoch"] < self.cfg.epochs:
+                    self._train_epoch(progress, bar, started)
+                    self._end_epoch(started)
+        except KeyboardInterrupt:
+            self.state["wall_seconds"] = time.perf_counter() - started
+            self.save_last(rng=self._boundary_rng)
+            self._write_record("interrupted")
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        self.state["wall_seconds"] = time.perf_counter() - started
+        return self._write_record("finished")
+
+    def _train_epoch(self, progress: Progress, bar: Any, started: float) -> None:
+        epoch, cfg, task = self.state["epoch"], self.cfg, self.s.task
+        order = epoch_order(len(self.train_examples), self.s.seed, epoch)
+        self.model.train()
+        t0, seen, running, named = time.perf_counter(), 0, [], {}
+        progress.update(bar, description=f"epoch {epoch + 1}/{cfg.epochs}")
+        for b in range(self.state["batch"], self.batches_per_epoch):
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            batch = to_device(task.collate([self.train_examples[i] for i in idx]), self.s.device)
+            with autocast(self.s.device, cfg.precision):
+                logits = self.model(batch)
+            loss, parts = split_loss(task.loss(logits, batch))
+            (loss / cfg.grad_accum).backward()
+            running.append(loss.item())
+            for name, value in parts.items():
+                named.setdefault(name, []).append(value)
+            seen += len(idx)
+            if (b + 1) % cfg.grad_accum and b + 1 < self.batches_per_epoch:
+                continue
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state["step"] += 1
+            self.state["batch"] = b + 1
+            self._boundary_rng = rng_state()
+            elapsed = time.perf_counter() - t0
+            eps = seen / elapsed if elapsed > 0 else 0.0
+            mean_loss = sum(running) / len(running)
+            progress.update(bar, advance=1, loss=mean_loss, eps=eps)
+            if self.state["step"] % cfg.log_every == 0:
+                self.log({"step": self.state["step"], "epoch": epoch, "loss": mean_loss,
+                          "losses": {k: sum(v) / len(v) for k, v in named.items()},
+                          "lr": self.scheduler.get_last_lr()[0], "examples_per_s": eps})
+                running, named = [], {}
+            if cfg.save_every and self.state["step"] % cfg.save_every == 0 and b + 1 < self.batches_per_epoch:
+                self._account(t0, seen)
+                t0, seen = time.perf_counter(), 0
+                self.state["wall_seconds"] = time.perf_counter() - started
+                self.save_last()
+        self._account(t0, seen)
+
+    def _account(self, t0: float, seen: int) -> None:
+        self.state["train_seconds"] += time.perf_counter() - t0
+        self.state["train_examples"] += seen
+
+    def _end_epoch(self, started: float) -> None:
+        self.state["epoch"] += 1
+        self.state["batch"] = 0
+        metrics, outputs = self.evaluate_all()
+        for split, m in metrics.items():
+            self.log({"step": self.state["step"], "epoch": self.state["epoch"] - 1, "split": split,
+                      "metrics": {k: v for k, v in m.items() if isinstance(v, int | float)}})
+        select = self.cfg.select_split or self.s.task.eval_splits[0]
+        score = metrics[select][self.s.task.primary_metric]
+        if self.state["best_score"] is None or score > self.state["best_score"]:
+            self.state.update(best_score=score, best_epoch=self.state["epoch"], best_metrics=metrics)
+            for split, (preds, records) in outputs.items():
+                write_outputs(self.s.run_dir, self.s.task, split, preds, records)
+            save_checkpoint(self.s.run_dir / BEST, self.model, self.checkpoint_config())
+        summary = "  ".join(f"{split} {m[self.s.task.primary_metric]:.2f}" for split, m in metrics.items())
+        self.console.print(f"epoch {self.state['epoch']}: {summary}"
+                           f"{'  (best)' if self.state['best_epoch'] == self.state['epoch'] else ''}")
+        self.state["wall_seconds"] = time.perf_counter() - started
+        self.save_last()
+        self._write_record("running")
+
+    def evaluate_all(self) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[dict, list]]]:
+        metrics, outputs = {}, {}
+        for split in self.s.task.eval_splits:
+            examples = eval_examples(self.s.task, split, self.cfg.eval_limit)
+            preds, seconds = predict(self.model, self.s.task, examples, batch_size=self.cfg.batch_size * 2,
+                                     device=self.s.device, precision=self.cfg.precision)
+            self.state["eval_seconds"] += seconds
+            self.state["eval_examples"] += len(examples)
+            metrics[split], records = self.s.task.score(split, preds)
+            outputs[split] = (preds, records)
+        return metrics, outputs
+
+    def _write_record(self, status: str) -> dict[str, Any]:
+        record = self.on_record(dict(self.state, status=status)) if self.on_record else dict(self.state)
+        write_json_atomic(self.s.run_dir / "run.json", record)
+        return record
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[eps]:.0f} ex/s"),
+            TimeRemainingColumn(), console=self.console, transient=False,
+        )
+
+
+def split_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """A task's loss is a tensor, or a dict of named (already weighted) losses to be summed."""
+    if isinstance(out, dict):
+        total = sum(out.values())
+        return total, {k: float(v.detach()) for k, v in out.items()}
+    return out, {"task": float(out.detach())}
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

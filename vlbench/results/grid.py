@@ -1,0 +1,80 @@
+"""Grids (e.g. ablations): every row against a reference row, Holm-corrected.
+
+Each row on the same data as the reference gets the difference of the headline metric, a
+p-value (Welch's t over seeds when both rows have two or more seeds, otherwise the exact
+McNemar test over aligned questions) and a verdict that survives Holm's correction for the
+number of rows compared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from vlbench.errors import ConfigError, DataError
+from vlbench.results.leaderboard import Leaderboard, Row, Versus, split_metrics
+from vlbench.results.questions import QuestionTable, discordant, paired_units
+from vlbench.results.select import Filter
+from vlbench.results.stats import holm, mcnemar_exact, welch_t_test
+
+QuestionSource = Callable[[Row], QuestionTable | None]
+
+
+def _seed_values(row: Row, metric: str) -> list[float]:
+    values = (split_metrics(run, row.split, breakdowns=True).get(metric) for run in row.runs)
+    return [v for v in values if v is not None]
+
+
+def compare_rows(ref: Row, row: Row, metric: str, questions: QuestionSource) -> Versus:
+    """Difference ``row - ref`` on ``metric`` and the p-value of the fitting test."""
+    delta = row.value(metric) - ref.value(metric)
+    delta_or_none = None if math.isnan(delta) else delta
+    a, b = _seed_values(ref, metric), _seed_values(row, metric)
+    if len(a) >= 2 and len(b) >= 2:
+        _, _, p = welch_t_test(b, a)
+        if math.isnan(p):
+            return Versus(delta_or_none, None, None, note="no spread over seeds on either side")
+        return Versus(delta_or_none, p, "welch-t")
+    qa, qb = questions(ref), questions(row)
+    if qa is None or qb is None:
+        return Versus(delta_or_none, None, None, note="one seed and no per-question results")
+    try:
+        units = paired_units(qa, qb, metric)
+    except DataError as err:
+        return Versus(delta_or_none, None, None, note=str(err))
+    if units is None:
+        return Versus(delta_or_none, None, None, note=f"{metric} is not a mean over questions")
+    _, a_only, b_only, _ = discordant(*units)
+    return Versus(delta_or_none, mcnemar_exact(a_only, b_only), "mcnemar")
+
+
+def mark_reference(
+    board: Leaderboard, reference: Sequence[Filter], alpha: float, questions: QuestionSource
+) -> None:
+    """Mark the reference row of each section and fill ``versus`` of the others (in place).
+
+    A section holds one task, split and data fingerprint, so every comparison is on the same
+    questions; the Holm family is the section's compared rows.
+    """
+    for section in board.sections:
+        rows = [r for r in section.rows if r.kind == "runs" and r.runs]
+        refs = [r for r in rows if all(f.matches(r.runs[0]) for f in reference)]
+        wanted = " ".join(map(str, reference))
+        if not refs:
+            board.notes.append(f"{section.title}: no row matches the reference {wanted}")
+            continue
+        if len(refs) > 1:
+            raise ConfigError(
+                f"--reference {wanted} matches {len(refs)} rows of {section.title} "
+                f"({'; '.join(r.label for r in refs)}); add conditions until it names one row"
+            )
+        ref = refs[0]
+        ref.is_reference = True
+        family = [r for r in rows if r is not ref]
+        for row in family:
+            row.versus = compare_rows(ref, row, section.metric, questions)
+        p_values = [math.nan if r.versus.p_value is None else r.versus.p_value for r in family]
+        adjusted, rejected = holm(p_values, alpha)
+        for row, p_adj, reject in zip(family, adjusted, rejected, strict=True):
+            row.versus.p_holm = None if math.isnan(p_adj) else p_adj
+            row.versus.significant = reject
