@@ -9,15 +9,16 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .lxmert.init import init_bert_weights
+from .lxmert.linear import Linear
 
 
 def _logit_fc(in_features: int, hidden: int, out_features: int, eps: float) -> nn.Sequential:
     """Linear -> GeLU -> LayerNorm -> Linear, as in the LXMERT QA and NLVR2 classifiers."""
     return nn.Sequential(
-        nn.Linear(in_features, hidden),
+        Linear(in_features, hidden),
         nn.GELU(),  # exact (erf) GeLU, as the original
         nn.LayerNorm(hidden, eps=eps),
-        nn.Linear(hidden, out_features),
+        Linear(hidden, out_features),
     )
 
 

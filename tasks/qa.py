@@ -68,10 +68,13 @@ def encode_inputs(tokenizer: Any, features: Any, questions: list[str], img_ids: 
 class QATask(Task):
     """Base for question-answering tasks; subclasses read their formats and score officially."""
 
+    def __init__(self, config: Any, data: Any):
+        super().__init__(config, data)
+        self._splits: dict[str, list[QAExample]] = {}  # read lazily: scoring needs no setup()
+
     def setup(self, tokenizer: Any, features: Any, *, max_boxes: int,
               state: dict[str, Any] | None = None) -> None:
         self.tokenizer, self.features, self.max_boxes = tokenizer, features, max_boxes
-        self._splits: dict[str, list[QAExample]] = {}
         train = self.examples(self.train_split)
         if state and "answers" in state:
             self.answers = list(state["answers"])

@@ -263,16 +263,19 @@ def test_missing_and_unexpected_keys_are_reported(tmp_path):
 def test_native_round_trip_and_hf_round_trip_are_exact(tmp_path):
     model = tiny_model()
     qa, nlvr2 = QAHead(32, len(ANSWERS)), NLVR2Head(32)
-    out = save_native(tmp_path / "native", model, {"qa": qa, "nlvr2": nlvr2}, answers=ANSWERS,
-                      extra={"run": "r1"})
+    gqa = QAHead(32, len(ANSWERS))  # heads may be named freely; config.json records classes
+    out = save_native(tmp_path / "native", model, {"qa": qa, "nlvr2": nlvr2, "gqa": gqa},
+                      answers=ANSWERS, extra={"run": "r1"})
     meta = json.loads((out / "config.json").read_text())
     assert meta["model"] == "lxmert" and meta["config"]["hidden_size"] == 32
-    assert meta["run"] == "r1" and meta["heads"] == {"qa": "QAHead", "nlvr2": "NLVR2Head"}
+    assert meta["run"] == "r1"
+    assert meta["heads"] == {"qa": "QAHead", "nlvr2": "NLVR2Head", "gqa": "QAHead"}
     assert detect_format(out) == "vlbench"
     loaded = load_checkpoint(out)
     assert loaded.report.clean and loaded.config == model.config and loaded.answers == ANSWERS
     assert_same_state(loaded.backbone_state, model.state_dict())
     assert_same_state(loaded.heads_state["nlvr2"], nlvr2.state_dict())
+    assert_same_state(loaded.build_head("gqa").state_dict(), gqa.state_dict())
 
     # vlbench -> HF -> vlbench
     rebuilt = loaded.build_backbone()

@@ -250,3 +250,35 @@ def test_nlvr2_head_pairs_adjacent_pooled_states():
     assert out.shape == (3, 2)
     torch.testing.assert_close(out, head(pooled))
     torch.testing.assert_close(out[1], head(pooled[1:2].reshape(1, 32))[0])
+
+
+def test_layout_aware_bf16_linear_matches_standard():
+    """The CPU bf16 GEMM path gives the standard results and gradients (fp32 masters)."""
+    from vlbench.models.lxmert.linear import Linear, _LinearATB
+
+    torch.manual_seed(0)
+    x = torch.randn(10, 24, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(16, 24, dtype=torch.bfloat16, requires_grad=True)
+    b = torch.randn(16, dtype=torch.bfloat16, requires_grad=True)
+    ours = _LinearATB.apply(x, w, b)
+    theirs = torch.nn.functional.linear(x, w, b)
+    torch.testing.assert_close(ours, theirs, atol=2e-2, rtol=1e-2)
+    g = torch.randn(10, 16, dtype=torch.bfloat16)
+    grads_ours = torch.autograd.grad(ours, (x, w, b), g)
+    grads_theirs = torch.autograd.grad(theirs, (x, w, b), g)
+    for a, c in zip(grads_ours, grads_theirs, strict=True):
+        torch.testing.assert_close(a, c, atol=5e-2, rtol=1e-2)
+
+    layer = Linear(24, 16)
+    reference = torch.nn.Linear(24, 16)
+    reference.load_state_dict(layer.state_dict())
+    inp = torch.randn(2, 5, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = layer(inp), reference(inp)
+    assert out.dtype == ref.dtype == torch.bfloat16 and out.shape == (2, 5, 16)
+    torch.testing.assert_close(out, ref, atol=2e-2, rtol=1e-2)
+    out.float().sum().backward()
+    ref.float().sum().backward()
+    assert layer.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad, atol=5e-2, rtol=1e-2)
+    torch.testing.assert_close(layer(inp), reference(inp))  # fp32: plain nn.Linear

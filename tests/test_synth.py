@@ -315,6 +315,17 @@ def test_pretrain_corpus_is_lxmert_shaped_and_true(world):
 def test_crowded_high_dimensional_world(tmp_path):
     generate(tmp_path, seed=1, n_images=24, feat_dim=2048, min_boxes=30, max_boxes=36,
              vqa_train_images=2, vqa_val_images=2, vqa_minival_images=1,
-             nlvr2_train_sets=1, nlvr2_dev_sets=1, nlvr2_test1_sets=1)
+             nlvr2_train_sets=1, nlvr2_dev_sets=1, nlvr2_test1_sets=1, nlvr2_pairs_per_set=2)
     rows = list(iter_tsv(tmp_path / "features/synthetic_obj36.tsv"))
     assert all(r.feat_dim == 2048 and 30 <= r.num_boxes <= 36 for r in rows)
+
+
+def test_read_lxmert_gqa_rejects_malformed_items(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([{"img_id": "1", "question_id": "7", "sent": "Is it?"},
+                                {"img_id": "1", "sent": "No id?"}]))
+    with pytest.raises(DataError, match=r"bad.json: item 1 key 'question_id'"):
+        read_lxmert_gqa(path)
+    path.write_text("{not json")
+    with pytest.raises(DataError, match=r"bad.json:1: invalid JSON"):
+        read_lxmert_gqa(path)

@@ -53,6 +53,7 @@ UNDERSTOOD = (
 _BACKBONE_ROOTS = ("embeddings.", "encoder.", "pooler.")
 _PRETRAIN_ROOTS = ("cls.", "obj_predict_head.", "answer_head.")
 _TIED_DECODER = "cls.predictions.decoder.weight"
+HEAD_TYPES = {"qa": "QAHead", "nlvr2": "NLVR2Head", "pretraining": "LxmertPretrainingHeads"}
 
 
 @dataclass
@@ -88,12 +89,18 @@ class LoadedCheckpoint:
     heads_state: dict[str, dict[str, Tensor]]
     answers: list[str] | None
     report: LoadReport
+    # Head name -> head class name; names default to their standard kinds (see HEAD_TYPES).
+    head_types: dict[str, str] = field(default_factory=dict)
+
+    def head_type(self, name: str) -> str:
+        """Class name of head ``name`` ("QAHead", "NLVR2Head", "LxmertPretrainingHeads")."""
+        return self.head_types.get(name) or HEAD_TYPES.get(name, name)
 
     def build_backbone(self, dtype: torch.dtype = torch.float32) -> LxmertModel:
-        """An ``LxmertModel`` holding these weights (floating tensors cast to ``dtype``).
+        """An ``LxmertModel`` holding a copy of these weights (floating ones as ``dtype``).
 
-        The model is built without random initialisation and takes the checkpoint tensors
-        as its parameters. CheckpointError if any weight is missing.
+        Built without random initialisation (the weights are copied straight in).
+        CheckpointError if any weight is missing.
         """
         source = self.report.source
         with torch.device("meta"):
@@ -104,7 +111,7 @@ class LoadedCheckpoint:
                 f"{source}: backbone weights missing {len(missing)} keys "
                 f"({_preview(missing)}); the checkpoint is incomplete"
             )
-        state = {k: v.to(dtype) if v.is_floating_point() else v
+        state = {k: v.to(dtype if v.is_floating_point() else v.dtype, copy=True)
                  for k, v in self.backbone_state.items()}
         model.load_state_dict(state, strict=False, assign=True)
         return model
@@ -119,7 +126,7 @@ class LoadedCheckpoint:
                 f"{self.report.source}: no '{name}' head in this checkpoint "
                 f"(it has: {', '.join(self.heads_state) or 'none'})"
             )
-        head = _empty_head(name, self.heads_state[name], self.config, backbone)
+        head = _empty_head(self.head_type(name), self.heads_state[name], self.config, backbone)
         missing, _ = load_state(head, self.heads_state[name], self.report.source)
         if missing:
             raise CheckpointError(
@@ -128,7 +135,9 @@ class LoadedCheckpoint:
         return head
 
 
-def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str) -> tuple[list, list]:
+def load_state(
+    module: nn.Module, state: Mapping[str, Tensor], source: str
+) -> tuple[list[str], list[str]]:
     """Copy ``state`` into ``module``; returns (missing, unexpected) keys.
 
     A tensor whose shape differs from the module's raises CheckpointError naming the key and
@@ -225,21 +234,25 @@ def from_hf_state_dict(
 
     The returned tensors share memory with ``state`` (no copy is made).
     """
-    config = config_from_hf(dict(hf_config), source)
-    report = LoadReport(source, "hf")
-    backbone, heads = _split(state, report, airsplay=False)
-    loaded = LoadedCheckpoint("lxmert", config, backbone, heads, answers_from_hf(dict(hf_config)),
-                              report)
+    loaded = _from_hf(state, hf_config, source)
     _check_answers(loaded)
     _check_against_model(loaded)
     return loaded
 
 
+def _from_hf(
+    state: Mapping[str, Tensor], hf_config: Mapping[str, Any], source: str
+) -> LoadedCheckpoint:
+    config = config_from_hf(dict(hf_config), source)
+    report = LoadReport(source, "hf")
+    backbone, heads = _split(state, report, airsplay=False)
+    answers = answers_from_hf(dict(hf_config))
+    return LoadedCheckpoint("lxmert", config, backbone, heads, answers, report)
+
+
 def _load_hf(directory: Path) -> LoadedCheckpoint:
-    hf = _read_json(directory / CONFIG_FILE)
-    state = _read_hf_weights(directory)
-    loaded = from_hf_state_dict(state, hf, str(directory))
-    return loaded
+    return _from_hf(_read_hf_weights(directory), _read_json(directory / CONFIG_FILE),
+                    str(directory))
 
 
 def _read_hf_weights(directory: Path) -> dict[str, Tensor]:
@@ -307,7 +320,9 @@ def _load_native(directory: Path) -> LoadedCheckpoint:
         isinstance(answers, list) and all(isinstance(a, str) for a in answers)
     ):
         raise CheckpointError(f"{directory / CONFIG_FILE}: key 'answers' must be a list of strings")
-    return LoadedCheckpoint(str(meta["model"]), config, backbone, heads, answers, report)
+    head_types = meta.get("heads") if isinstance(meta.get("heads"), dict) else {}
+    return LoadedCheckpoint(str(meta["model"]), config, backbone, heads, answers, report,
+                            {str(k): str(v) for k, v in head_types.items()})
 
 
 def _split(
@@ -411,29 +426,35 @@ def _check_against_model(loaded: LoadedCheckpoint) -> None:
         loaded.report.missing += missing
         loaded.report.unexpected += unexpected
         for name, state in loaded.heads_state.items():
-            head = _empty_head(name, state, loaded.config, backbone)
+            kind = loaded.head_type(name)
+            if kind not in HEAD_TYPES.values():
+                loaded.report.notes.append(f"head '{name}' ({kind}) not checked")
+                continue
+            head = _empty_head(kind, state, loaded.config, backbone)
             missing, unexpected = compare_state(head.state_dict(), state, source)
             loaded.report.missing += [f"{name}: {k}" for k in missing]
             loaded.report.unexpected += [f"{name}: {k}" for k in unexpected]
 
 
 def _empty_head(
-    name: str, state: Mapping[str, Tensor], config: LxmertConfig, backbone: LxmertModel | None
+    kind: str, state: Mapping[str, Tensor], config: LxmertConfig, backbone: LxmertModel | None
 ) -> nn.Module:
-    """A freshly initialised head of the kind and size ``state`` holds."""
-    if name == "qa":
+    """A freshly initialised head of class ``kind``, sized as ``state``."""
+    if kind == "QAHead":
         rows = state["logit_fc.3.weight"].shape[0] if "logit_fc.3.weight" in state else 1
         return QAHead(config.hidden_size, rows, config.layer_norm_eps, config.initializer_range)
-    if name == "nlvr2":
+    if kind == "NLVR2Head":
         return NLVR2Head(config.hidden_size, config.layer_norm_eps, config.initializer_range)
-    if name == "pretraining":
+    if kind == "LxmertPretrainingHeads":
         if backbone is None:
             raise CheckpointError("the pre-training heads need the backbone they are tied to")
         losses = tuple(n for n in VISUAL_LOSSES
                        if f"obj_predict_head.decoder_dict.{n}.weight" in state)
         qa = any(k.startswith("answer_head.") for k in state)
         return LxmertPretrainingHeads(config, backbone.get_input_embeddings(), losses, qa)
-    raise CheckpointError(f"unknown head '{name}'; known: qa, nlvr2, pretraining")
+    raise CheckpointError(
+        f"cannot build a head of class '{kind}'; known: {', '.join(HEAD_TYPES.values())}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,8 +571,10 @@ def _read_answers(answers: str | Path | list[str]) -> list[str]:
 def _check_answers(loaded: LoadedCheckpoint) -> None:
     if loaded.answers is None:
         return
-    for name, key in (("qa", "logit_fc.3.weight"), ("pretraining", "answer_head.logit_fc.3.weight")):
-        weight = loaded.heads_state.get(name, {}).get(key)
+    for name, state in loaded.heads_state.items():
+        key = {"QAHead": "logit_fc.3.weight",
+               "LxmertPretrainingHeads": "answer_head.logit_fc.3.weight"}.get(loaded.head_type(name))
+        weight = state.get(key) if key else None
         if weight is not None and weight.shape[0] != len(loaded.answers):
             raise CheckpointError(
                 f"{loaded.report.source}: {len(loaded.answers)} answers but the '{name}' head has "

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..heads import QAHead
 from .config import LxmertConfig
 from .init import init_bert_weights
+from .linear import Linear, linear
 
 VISUAL_LOSSES = ("obj", "attr", "feat")
 
@@ -28,7 +29,7 @@ class PredictionHeadTransform(nn.Module):
 
     def __init__(self, config: LxmertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden: Tensor) -> Tensor:
@@ -49,7 +50,7 @@ class LMPredictionHead(nn.Module):
         return self._word_embeddings[0].weight
 
     def forward(self, language: Tensor) -> Tensor:
-        return F.linear(self.transform(language), self.decoder_weight, self.bias)
+        return linear(self.transform(language), self.decoder_weight, self.bias)
 
 
 class PreTrainingHeads(nn.Module):
@@ -58,7 +59,7 @@ class PreTrainingHeads(nn.Module):
     def __init__(self, config: LxmertConfig, word_embeddings: nn.Embedding):
         super().__init__()
         self.predictions = LMPredictionHead(config, word_embeddings)
-        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+        self.seq_relationship = Linear(config.hidden_size, 2)
 
 
 class VisualObjHead(nn.Module):
@@ -76,7 +77,7 @@ class VisualObjHead(nn.Module):
             raise ValueError(f"unknown visual losses {unknown}; known: {list(sizes)}")
         self.transform = PredictionHeadTransform(config)
         self.decoder_dict = nn.ModuleDict(
-            {name: nn.Linear(config.hidden_size, sizes[name]) for name in visual_losses}
+            {name: Linear(config.hidden_size, sizes[name]) for name in visual_losses}
         )
 
     def forward(self, vision: Tensor) -> dict[str, Tensor]:

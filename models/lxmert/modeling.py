@@ -20,6 +20,7 @@ from vlbench.registry import register_model
 
 from .config import LxmertConfig
 from .init import init_bert_weights
+from .linear import Linear
 
 
 @dataclass
@@ -31,18 +32,28 @@ class LxmertOutput:
     pooled: Tensor  # (batch, hidden): tanh(W h_[CLS] + b) of the last language state
 
 
-def attention_keep_mask(mask: Tensor | None) -> Tensor | None:
-    """Turn a (batch, length) 1/0 padding mask into a (batch, 1, 1, length) boolean SDPA mask.
+def additive_attention_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """Turn a (batch, length) 1/0 padding mask into a (batch, 1, 1, length) additive mask.
 
-    True means "attend". A row with no real position at all would make the softmax undefined
-    (NaN); such a row attends to every position instead, which is what an additive
-    large-negative mask (HF, the released code) yields.
+    0 where attending, the most negative ``dtype`` value at padding (HF's form). It is built
+    once per forward in the dtype attention runs in, so no layer converts it again. A row with
+    no real position at all attends to every position (as in HF and the released code) rather
+    than producing NaN.
     """
     if mask is None:
         return None
     keep = mask.bool()
     keep = keep | ~keep.any(dim=-1, keepdim=True)
-    return keep[:, None, None, :]
+    additive = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+    return additive.masked_fill_(~keep, torch.finfo(dtype).min)[:, None, None, :]
+
+
+def compute_dtype(reference: Tensor) -> torch.dtype:
+    """The dtype attention runs in: the autocast dtype when autocast is on, else the tensor's."""
+    device = reference.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return reference.dtype
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,21 +69,21 @@ class MultiHeadAttention(nn.Module):
         context_dim = config.hidden_size if context_dim is None else context_dim
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(context_dim, config.hidden_size)
-        self.value = nn.Linear(context_dim, config.hidden_size)
+        self.query = Linear(config.hidden_size, config.hidden_size)
+        self.key = Linear(context_dim, config.hidden_size)
+        self.value = Linear(context_dim, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
     def _heads(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden: Tensor, context: Tensor, keep_mask: Tensor | None) -> Tensor:
+    def forward(self, hidden: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
         q = self._heads(self.query(hidden))
         k = self._heads(self.key(context))
         v = self._heads(self.value(context))
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=keep_mask, dropout_p=self.dropout_p if self.training else 0.0
+            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
         )
         batch, _, length, _ = out.shape
         return out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
@@ -83,7 +94,7 @@ class ResidualOutput(nn.Module):
 
     def __init__(self, config: LxmertConfig, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.dense = Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -96,7 +107,7 @@ class Intermediate(nn.Module):
 
     def __init__(self, config: LxmertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = Linear(config.hidden_size, config.intermediate_size)
 
     def forward(self, hidden: Tensor) -> Tensor:
         return F.gelu(self.dense(hidden))
@@ -115,8 +126,8 @@ class AttentionBlock(nn.Module):
         self.add_module(attention_name, MultiHeadAttention(config))
         self.output = ResidualOutput(config, config.hidden_size)
 
-    def forward(self, hidden: Tensor, context: Tensor, context_keep: Tensor | None) -> Tensor:
-        attended = self._modules[self.attention_name](hidden, context, context_keep)
+    def forward(self, hidden: Tensor, context: Tensor, context_mask: Tensor | None) -> Tensor:
+        attended = self._modules[self.attention_name](hidden, context, context_mask)
         return self.output(attended, hidden)
 
 
@@ -129,8 +140,8 @@ class SingleModalityLayer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = ResidualOutput(config, config.intermediate_size)
 
-    def forward(self, hidden: Tensor, keep: Tensor | None) -> Tensor:
-        hidden = self.attention(hidden, hidden, keep)
+    def forward(self, hidden: Tensor, mask: Tensor | None) -> Tensor:
+        hidden = self.attention(hidden, hidden, mask)
         return self.output(self.intermediate(hidden), hidden)
 
 
@@ -149,13 +160,13 @@ class CrossModalityLayer(nn.Module):
         self.visn_output = ResidualOutput(config, config.intermediate_size)
 
     def forward(
-        self, lang: Tensor, lang_keep: Tensor | None, visn: Tensor, visn_keep: Tensor | None
+        self, lang: Tensor, lang_mask: Tensor | None, visn: Tensor, visn_mask: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         # Both directions read the inputs of this layer (not each other's updated states).
-        lang_x = self.visual_attention(lang, visn, visn_keep)
-        visn_x = self.visual_attention(visn, lang, lang_keep)
-        lang_x = self.lang_self_att(lang_x, lang_x, lang_keep)
-        visn_x = self.visn_self_att(visn_x, visn_x, visn_keep)
+        lang_x = self.visual_attention(lang, visn, visn_mask)
+        visn_x = self.visual_attention(visn, lang, lang_mask)
+        lang_x = self.lang_self_att(lang_x, lang_x, lang_mask)
+        visn_x = self.visn_self_att(visn_x, visn_x, visn_mask)
         lang_out = self.lang_output(self.lang_inter(lang_x), lang_x)
         visn_out = self.visn_output(self.visn_inter(visn_x), visn_x)
         return lang_out, visn_out
@@ -203,9 +214,9 @@ class VisualFeatEncoder(nn.Module):
 
     def __init__(self, config: LxmertConfig):
         super().__init__()
-        self.visn_fc = nn.Linear(config.visual_feat_dim, config.hidden_size)
+        self.visn_fc = Linear(config.visual_feat_dim, config.hidden_size)
         self.visn_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.box_fc = nn.Linear(config.visual_pos_dim, config.hidden_size)
+        self.box_fc = Linear(config.visual_pos_dim, config.hidden_size)
         self.box_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -235,18 +246,18 @@ class LxmertEncoder(nn.Module):
     def forward(
         self,
         lang: Tensor,
-        lang_keep: Tensor | None,
+        lang_mask: Tensor | None,
         visual_feats: Tensor,
         visual_pos: Tensor,
-        visn_keep: Tensor | None,
+        visn_mask: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         visn = self.visn_fc(visual_feats, visual_pos)
         for layer in self.layer:
-            lang = layer(lang, lang_keep)
+            lang = layer(lang, lang_mask)
         for layer in self.r_layers:
-            visn = layer(visn, visn_keep)
+            visn = layer(visn, visn_mask)
         for layer in self.x_layers:
-            lang, visn = layer(lang, lang_keep, visn, visn_keep)
+            lang, visn = layer(lang, lang_mask, visn, visn_mask)
         return lang, visn
 
 
@@ -255,7 +266,7 @@ class LxmertPooler(nn.Module):
 
     def __init__(self, config: LxmertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.activation = nn.Tanh()
 
     def forward(self, language: Tensor) -> Tensor:
@@ -311,11 +322,12 @@ class LxmertModel(nn.Module):
         if visual_feats is None or visual_pos is None:
             raise ValueError("LxmertModel needs both visual_feats and visual_pos")
         lang = self.embeddings(input_ids, token_type_ids)
+        dtype = compute_dtype(lang)
         lang, visn = self.encoder(
             lang,
-            attention_keep_mask(attention_mask),
+            additive_attention_mask(attention_mask, dtype),
             visual_feats,
             visual_pos,
-            attention_keep_mask(visual_attention_mask),
+            additive_attention_mask(visual_attention_mask, dtype),
         )
         return LxmertOutput(language=lang, vision=visn, pooled=self.pooler(lang))

@@ -20,6 +20,7 @@ def train(
     out: Path = typer.Option(Path("runs"), "--out", help="Folder that receives the run directory."),
     overrides: list[str] = typer.Option([], "--set", help="Config override key=value, e.g. train.lr=1e-4 (repeatable)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
+    init: Path | None = typer.Option(None, "--init", help="Start from a pre-trained run or checkpoint."),
 ) -> None:
     """Fine-tune MODEL on TASK and write a run directory (run.json, checkpoints, predictions)."""
     from vlbench.engine.run import resume as resume_run
@@ -30,7 +31,7 @@ def train(
         run_dir = resume_run(resume, console=console)
     else:
         run_dir = train_run(model, task, data_dir=data, seed=seed, out=out, overrides=parse_overrides(overrides),
-                            console=console)
+                            init=init, console=console)
     show_record(run_dir, console)
     print(run_dir)
 

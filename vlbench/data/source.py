@@ -8,6 +8,7 @@ manifest and gets the same CPU-sized defaults as the embedded one.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,12 +86,23 @@ class DataSource:
         raise DataError(f"none of {', '.join(candidates)} found under {self.root}; is --data the right directory?")
 
 
+def generator_stamp() -> str:
+    """Short hash of the generator version and parameters: a changed generator gets a new cache."""
+    from vlbench.data.synth.config import WorldConfig
+    from vlbench.data.synth.gqa_questions import FAMILIES
+    from vlbench.data.synth.world import VERSION
+
+    families = {name: share for name, (_, share) in FAMILIES.items()}
+    params = json.dumps({"version": VERSION, "families": families, **WorldConfig().to_dict()}, sort_keys=True)
+    return hashlib.sha256(params.encode()).hexdigest()[:10]
+
+
 def resolve_data(data_dir: str | Path | None, *, quiet: bool = False, say: Any = print) -> DataSource:
     """Resolve ``--data`` (``None`` = the embedded synthetic benchmark, generated on first use)."""
     from vlbench.data.synth.world import generate, is_synthetic, read_manifest
 
     if data_dir is None:
-        root = cache_root() / "synthetic" / f"world-v1-seed{EMBEDDED_WORLD_SEED}"
+        root = cache_root() / "synthetic" / f"world-seed{EMBEDDED_WORLD_SEED}-{generator_stamp()}"
         if not is_synthetic(root):
             if not quiet:
                 say(f"Generating the embedded synthetic benchmark into {root} (once) ...")

@@ -76,11 +76,17 @@ def finish_record(base: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]
 
 
 def train(model: str, task: str, *, data_dir: str | None = None, seed: int = 0, out: str | Path = "runs",
-          overrides: dict[str, str] | None = None, console: Console | None = None) -> Path:
-    """Train a new run; returns its directory."""
+          overrides: dict[str, str] | None = None, init: str | Path | None = None,
+          console: Console | None = None) -> Path:
+    """Train a new run (from scratch, or from the pre-trained checkpoint ``init``); returns its directory."""
     console = console or Console(stderr=True)
     session = new_session(model, task, data_dir=data_dir, seed=seed, out=out, overrides=overrides,
                           say=console.print)
+    if init is not None:
+        from vlbench.engine.init import apply_init
+
+        session.extra["init"] = apply_init(session, init, say=console.print)
+        session.extra["objectives"] = session.extra["init"].get("objectives", [])
     console.print(f"Run directory: {session.run_dir}")
     base = base_record(session)
     trainer = Trainer(session, console, on_record=lambda st: finish_record(base, st))

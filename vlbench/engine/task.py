@@ -68,6 +68,9 @@ class Task(ABC):
     def collate(self, examples: Sequence[Any]) -> dict[str, Any]:
         """Examples -> a batch of tensors (backbone inputs, targets) plus ids."""
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (schedules such as "QA only from epoch K")."""
+
     def image_ids(self) -> set[str]:
         """Image ids every split refers to (checked against the feature store up front)."""
         return set()

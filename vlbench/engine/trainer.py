@@ -131,6 +131,7 @@ class Trainer:
         epoch, cfg, task = self.state["epoch"], self.cfg, self.s.task
         order = epoch_order(len(self.train_examples), self.s.seed, epoch)
         self.model.train()
+        task.set_epoch(epoch)
         t0, seen, running, named = time.perf_counter(), 0, [], {}
         progress.update(bar, description=f"epoch {epoch + 1}/{cfg.epochs}")
         for b in range(self.state["batch"], self.batches_per_epoch):

@@ -16,7 +16,7 @@ class WorldConfig:
     n_images: int = 1500  # GQA images; val and testdev get n_images // 12 each
     feat_dim: int = 64  # 2048 imitates the real Faster R-CNN features
     min_boxes: int = 3
-    max_boxes: int = 10  # objects (= regions) per image, at most 36
+    max_boxes: int = 8  # objects (= regions) per image, at most 36
     min_image_side: int = 320
     max_image_side: int = 640
     noise_std: float = 0.3  # Gaussian noise on each feature dim (signal has unit variance)

@@ -134,14 +134,14 @@ def sample_scene(rng: np.random.Generator, image_id: str, next_oid, *, min_objec
     # _BATCH candidate boxes per object.
     u = rng.random((n, 5 + 4 * _BATCH))
     objects: list[dict] = []
-    for i in range(n):
-        props = {kind: values[min(int(u[i, k] * len(values)), len(values) - 1)]
+    for i, row in enumerate(u[:, :5].tolist()):
+        props = {kind: values[min(int(row[k] * len(values)), len(values) - 1)]
                  for k, (kind, values) in enumerate(_KINDS)}
         if i < len(plant):
             props.update(plant[i])
         elif avoid and all(props[k] == v for k, v in avoid.items()):
             others = [c for c in CATEGORIES if c != avoid["category"]]
-            props["category"] = others[int(u[i, 4] * len(others))]
+            props["category"] = others[min(int(row[4] * len(others)), len(others) - 1)]
         objects.append(props)
     # Crowded scenes (up to 36 regions) get smaller objects so they still fit.
     shrink = min(1.0, float(np.sqrt(10 / n)))
@@ -174,10 +174,16 @@ _BATCH = 8
 
 
 def _first_free(candidates: list, placed: list[tuple[int, int, int, int]]):
-    for c in candidates:
-        box = (c[0], c[1], c[2], c[3])
-        if all(_overlap(box, other) < 0.15 for other in placed):
-            return box
+    """The first candidate overlapping no placed box by 15% or more of the smaller area."""
+    for x1, y1, x2, y2 in candidates:
+        area = (x2 - x1) * (y2 - y1)
+        for px1, py1, px2, py2 in placed:
+            iw = min(x2, px2) - max(x1, px1)
+            ih = min(y2, py2) - max(y1, py1)
+            if iw > 0 and ih > 0 and iw * ih >= 0.15 * max(min(area, (px2 - px1) * (py2 - py1)), 1):
+                break
+        else:
+            return (x1, y1, x2, y2)
     return None
 
 
@@ -197,16 +203,6 @@ def _place(rng: np.random.Generator, width: int, height: int, size: str,
         if box is not None:
             return box
     return None
-
-
-def _overlap(a, b) -> float:
-    """Intersection over the smaller box's area."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return iw * ih / max(smaller, 1)
 
 
 class Detector:

@@ -1,0 +1,114 @@
+"""``vlbench pretrain`` and ``vlbench ablate``."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from vlbench.config import parse_overrides
+
+#: low-data fine-tuning of ``vlbench ablate``: training examples each fine-tune sees
+DEFAULT_TRAIN_LIMIT = 1000
+#: pre-training epochs of ``vlbench ablate`` (CPU-sized; the paper pre-trains 20)
+DEFAULT_PRETRAIN_EPOCHS = 4
+
+
+def _split_tasks(tasks: str | None) -> list[str] | None:
+    return [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+
+
+def pretrain(
+    model: str = typer.Option("lxmert", "--model", "-m", help="Registered model (see `vlbench list models`)."),
+    tasks: str | None = typer.Option(
+        None, "--tasks",
+        help="Comma-separated pre-training tasks (default all): mask_lm, mask_obj, matched, qa; "
+             "obj_feat, obj_label, obj_attr switch on masked object prediction with just those sub-losses."),
+    drop_task: list[str] = typer.Option([], "--drop-task", help="Leave a task or visual sub-loss out (repeatable)."),
+    data: str | None = typer.Option(
+        None, "--data", help="Data directory with LXMERT pre-training JSON (task.train_files / task.eval_files); "
+                             "omit for the embedded synthetic benchmark's captions and questions."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order, masking and dropout."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Folder that receives the run directory."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Config override key=value, e.g. task.qa_from_epoch=10 or task.visual_loss_weight=1 "
+                          "(repeatable)."),
+) -> None:
+    """Pre-train MODEL with LXMERT's objectives; writes a run directory (checkpoint, run.json) like `train`."""
+    import vlbench.tasks.pretrain.task  # noqa: F401  (registers the pre-training task)
+    from vlbench.cli.run import show_record
+    from vlbench.engine.run import train
+    from vlbench.tasks.pretrain.objectives import task_overrides
+
+    console = Console(stderr=True)
+    settings = task_overrides(_split_tasks(tasks), drop_task)
+    settings.update(parse_overrides(overrides))
+    console.print(f"Pre-training tasks: {settings['task.objectives']}"
+                  + (f" (visual losses {settings['task.visual_losses']})" if settings["task.visual_losses"] else ""))
+    run_dir = train(model, "pretrain", data_dir=data, seed=seed, out=out, overrides=settings, console=console)
+    show_record(run_dir, console)
+    print(run_dir)
+
+
+def ablate(
+    drop_task: list[str] = typer.Option([], "--drop-task", help="Compare with pre-training without this task (repeatable)."),
+    only: list[str] = typer.Option([], "--only", help="Compare with pre-training on just these comma-separated tasks (repeatable)."),
+    grid: str | None = typer.Option(
+        None, "--grid", help="Every subset of these comma-separated tasks, e.g. feat,label (the paper's Table 5)."),
+    no_pretrain: bool = typer.Option(False, "--no-pretrain", help="Only full pre-training against none."),
+    task: str = typer.Option("gqa", "--task", "-t", help="Fine-tuning task."),
+    seeds: int = typer.Option(3, "--seeds", help="Fine-tuning seeds per variant (0..N-1)."),
+    pretrain_seeds: int = typer.Option(1, "--pretrain-seeds", help="Pre-training runs per variant (fine-tune seed s uses s mod N)."),
+    model: str = typer.Option("lxmert", "--model", "-m", help="Registered model."),
+    data: str | None = typer.Option(None, "--data", help="Data directory; omit for the embedded synthetic benchmark."),
+    out: Path = typer.Option(Path("ablation"), "--out", help="Folder for the runs (cells/) and the table (ablation.md/csv/json)."),
+    train_limit: int = typer.Option(
+        DEFAULT_TRAIN_LIMIT, "--train-limit",
+        help="Low-data fine-tuning: use the first N training examples (0 = all)."),
+    pretrain_epochs: int = typer.Option(DEFAULT_PRETRAIN_EPOCHS, "--pretrain-epochs", help="Pre-training epochs."),
+    split: str | None = typer.Option(None, "--split", help="Split to tabulate (default: the task's last eval split)."),
+    pretrain_set: list[str] = typer.Option([], "--set-pretrain", help="Override for the pre-training runs, key=value (repeatable)."),
+    finetune_set: list[str] = typer.Option([], "--set-finetune", help="Override for the fine-tuning runs, key=value (repeatable)."),
+) -> None:
+    """Run a pre-training ablation (pre-train, fine-tune each variant with the same seeds) and tabulate it.
+
+    The default is CPU-sized: pre-training for 4 epochs and a low-data fine-tune on the first
+    1000 training questions. Finished runs are found by the content hash of their config and
+    skipped, so re-running the command only adds what is missing.
+    """
+    from vlbench.engine.ablate import AblationSpec, expand, run_ablation
+
+    console = Console(stderr=True)
+    variants = expand(drop_tasks=drop_task, only=only, grid=grid, no_pretrain=no_pretrain)
+    pre = {"train.epochs": str(pretrain_epochs), **parse_overrides(pretrain_set)}
+    fine = {"train.train_limit": str(train_limit), **parse_overrides(finetune_set)}
+    spec = AblationSpec(variants=variants, task=task, model=model, seeds=seeds, pretrain_seeds=pretrain_seeds,
+                        data_dir=data, pretrain_overrides=pre, finetune_overrides=fine, split=split)
+    command = _command(drop_task, only, grid, no_pretrain, task, seeds, pretrain_seeds, model, data, out,
+                       train_limit, pretrain_epochs, split, pretrain_set, finetune_set)
+    run_ablation(spec, out, command=command, console=console)
+    print(out)
+
+
+def _command(drop_task: list[str], only: list[str], grid: str | None, no_pretrain: bool, task: str, seeds: int,
+             pretrain_seeds: int, model: str, data: str | None, out: Path, train_limit: int,
+             pretrain_epochs: int, split: str | None, pretrain_set: list[str], finetune_set: list[str]) -> str:
+    """The command line that regenerates the table (written under it)."""
+    args = ["vlbench", "ablate"]
+    args += [a for t in drop_task for a in ("--drop-task", t)]
+    args += [a for t in only for a in ("--only", t)]
+    args += ["--grid", grid] if grid else []
+    args += ["--no-pretrain"] if no_pretrain else []
+    args += ["--task", task, "--seeds", str(seeds)]
+    args += ["--pretrain-seeds", str(pretrain_seeds)] if pretrain_seeds != 1 else []
+    args += ["--model", model] if model != "lxmert" else []
+    args += ["--data", data] if data else []
+    args += ["--train-limit", str(train_limit)] if train_limit != DEFAULT_TRAIN_LIMIT else []
+    args += ["--pretrain-epochs", str(pretrain_epochs)] if pretrain_epochs != DEFAULT_PRETRAIN_EPOCHS else []
+    args += ["--split", split] if split else []
+    args += [a for s in pretrain_set for a in ("--set-pretrain", s)]
+    args += [a for s in finetune_set for a in ("--set-finetune", s)]
+    args += ["--out", str(out)]
+    return shlex.join(args)
