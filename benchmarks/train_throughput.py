@@ -2,9 +2,10 @@
 
 One training step = forward, cross-entropy on the answer logits, backward, AdamW step, with
 identical shapes (default: published 9/5/5 base model, batch 16, 20 tokens, 36 regions x
-2048-d features, 3129 answers) and identical inputs. Each (implementation, precision) runs in a
-fresh subprocess, so peak memory is its own; ``--rounds`` alternates the implementations to
-even out load from other processes and keeps each one's best round.
+2048-d features, 3129 answers) and identical inputs. For each precision the two
+implementations live in two worker processes (so each peak memory is its own) and their timed
+steps alternate, so load from other processes falls on both alike; throughput comes from the
+median step time.
 
     python benchmarks/train_throughput.py --steps 5 --warmup 2
     python benchmarks/train_throughput.py --device cuda --steps 50 --batch-size 64
@@ -16,6 +17,7 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import statistics
 import sys
 import time
 from typing import Any
@@ -65,65 +67,82 @@ def make_batch(args: argparse.Namespace, device: str) -> tuple[dict[str, Any], A
     return {k: v.to(device) for k, v in batch.items()}, labels.to(device)
 
 
-def measure(impl: str, precision: str, args: argparse.Namespace) -> dict[str, float]:
-    """Examples/s and peak memory of ``args.steps`` timed training steps (run in a child)."""
+def worker(impl: str, precision: str, args: argparse.Namespace, conn: Any) -> None:
+    """Hold one model; run a training step per "step" message and answer with its seconds."""
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device
-    model, logits_of = build(impl, args)
-    model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    batch, labels = make_batch(args, device)
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
-                              enabled=precision == "bf16")
-
-    def step() -> None:
-        with autocast:
-            loss = torch.nn.functional.cross_entropy(logits_of(batch).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    for _ in range(args.warmup):
-        step()
-    sync()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync()
-    seconds = time.perf_counter() - start
-    if device.startswith("cuda"):
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:  # peak resident set of this child process (KiB on Linux)
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"examples_per_s": args.steps * args.batch_size / seconds, "peak_mb": peak_mb}
-
-
-def _child(impl: str, precision: str, args: argparse.Namespace, queue: Any) -> None:
     try:
-        queue.put(measure(impl, precision, args))
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = args.device
+        model, logits_of = build(impl, args)
+        model.to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        batch, labels = make_batch(args, device)
+        autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
+                                  enabled=precision == "bf16")
+        cuda = device.startswith("cuda")
+
+        def step() -> float:
+            start = time.perf_counter()
+            with autocast:
+                loss = torch.nn.functional.cross_entropy(logits_of(batch).float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if cuda:
+                torch.cuda.synchronize()
+            return time.perf_counter() - start
+
+        for _ in range(args.warmup):
+            step()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        conn.send("ready")
+        while conn.recv() == "step":
+            conn.send(step())
+        if cuda:
+            peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:  # peak resident set of this process (KiB on Linux)
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        conn.send(peak_mb)
     except Exception as exc:  # report, don't hang the parent
-        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+        conn.send(f"error: {type(exc).__name__}: {exc}")
 
 
-def run_isolated(impl: str, precision: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure_pair(precision: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Both implementations resident in their own processes, timed step by step in
+    alternation, so load from other processes falls on both alike."""
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(impl, precision, args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    if "error" in result:
-        raise SystemExit(f"{impl} {precision}: {result['error']}")
-    return result
+    conns, procs = {}, []
+    for impl in IMPLEMENTATIONS:  # one at a time: their warm-ups must not overlap
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=worker, args=(impl, precision, args, child), daemon=True)
+        proc.start()
+        procs.append(proc)
+        conns[impl] = parent
+        if (reply := parent.recv()) != "ready":
+            raise SystemExit(f"{impl} {precision}: {reply}")
+    times: dict[str, list[float]] = {impl: [] for impl in IMPLEMENTATIONS}
+    for i in range(args.steps):
+        order = IMPLEMENTATIONS if i % 2 == 0 else IMPLEMENTATIONS[::-1]
+        for impl in order:
+            conns[impl].send("step")
+            times[impl].append(conns[impl].recv())
+        print(f"  {precision} step {i + 1}/{args.steps}: "
+              + ", ".join(f"{impl} {times[impl][-1]:.2f}s" for impl in IMPLEMENTATIONS),
+              file=sys.stderr, flush=True)
+    results = {}
+    for impl in IMPLEMENTATIONS:
+        conns[impl].send("done")
+        peak = conns[impl].recv()
+        median = statistics.median(times[impl])
+        results[impl] = {"examples_per_s": args.batch_size / median,
+                         "best_examples_per_s": args.batch_size / min(times[impl]),
+                         "peak_mb": peak, "step_seconds": times[impl]}
+    for proc in procs:
+        proc.join()
+    return results
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -131,7 +150,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--steps", type=int, default=5, help="timed training steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
-    p.add_argument("--rounds", type=int, default=1, help="alternating repetitions; best kept")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--tokens", type=int, default=20)
     p.add_argument("--regions", type=int, default=36)
@@ -146,21 +164,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
 
     precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    for precision in precisions:
-        for _ in range(args.rounds):
-            for impl in IMPLEMENTATIONS:
-                r = run_isolated(impl, precision, args)
-                best = results.setdefault(precision, {}).get(impl)
-                if best is None or r["examples_per_s"] > best["examples_per_s"]:
-                    results[precision][impl] = r
-                print(f"  {precision:5s} {impl:8s} {r['examples_per_s']:8.2f} ex/s  "
-                      f"peak {r['peak_mb']:8.0f} MB", file=sys.stderr, flush=True)
+    results = {precision: measure_pair(precision, args) for precision in precisions}
 
     print(f"\nLXMERT {args.l_layers}/{args.r_layers}/{args.x_layers} training step "
           f"(fwd+bwd+AdamW), batch {args.batch_size}, {args.tokens} tokens, {args.regions} "
           f"regions x {args.feat_dim}, {args.num_qa_labels} answers, device {args.device}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up, best of {args.rounds}")
+          f"{args.steps} timed steps (median) after {args.warmup} warm-up, interleaved")
     header = (f"{'precision':9s} | {'vlbench ex/s':>12s} | {'HF ex/s':>9s} | {'ratio':>6s} | "
               f"{'vlbench peak MB':>15s} | {'HF peak MB':>10s}")
     print(header)

@@ -27,6 +27,7 @@ app.command("pretrain")(pretrain)
 app.command("noop")(lambda: None)  # a second command keeps `pretrain` a subcommand
 
 QUICK = ["--set", "train.epochs=1", "--set", "train.train_limit=320", "--set", "train.eval_limit=64",
+         "--set", "train.log_every=1",
          "--set", "train.device=cpu"]
 FINE = {"train.epochs": "1", "train.train_limit": "128", "train.eval_limit": "48", "train.device": "cpu"}
 ALL_LOSSES = {"mask_lm", "obj_feat", "obj_label", "obj_attr", "matched", "qa"}

@@ -12,6 +12,7 @@ import pytest
 
 from vlbench.data.features import FeatureStore
 from vlbench.data.lxmert_json import read_lxmert_gqa
+from vlbench.data.synth.config import WorldConfig
 from vlbench.data.synth.gqa_oracle import execute
 from vlbench.data.synth.scene import Obj, Scene
 from vlbench.data.synth.vqa_writer import normalise_answer
@@ -60,7 +61,7 @@ def test_manifest_lists_existing_files_and_parameters(world, tmp_path):
     root, manifest = world
     raw = _load(root / "manifest.json")
     assert raw["format"] == "vlbench-synthetic" and raw["version"] == 1
-    assert raw["seed"] == 7 and raw["feat_dim"] == 48 and raw["max_boxes"] == 10
+    assert raw["seed"] == 7 and raw["feat_dim"] == 48 and raw["max_boxes"] == WorldConfig().max_boxes
     assert raw["generator"]["n_images"] == 240 and "noise_std" in raw["generator"]
     assert raw["fingerprint"].startswith("sha256:")
     assert manifest.generation_seconds is not None

@@ -20,6 +20,7 @@ from ..heads import QAHead
 from .config import LxmertConfig
 from .init import init_bert_weights
 from .linear import Linear, linear
+from .modeling import LxmertOutput
 
 VISUAL_LOSSES = ("obj", "attr", "feat")
 
@@ -114,7 +115,7 @@ class LxmertPretrainingHeads(nn.Module):
         self.apply(lambda m: init_bert_weights(m, config.initializer_range))
         nn.init.zeros_(self.cls.predictions.bias)
 
-    def forward(self, output) -> dict[str, Tensor]:
+    def forward(self, output: LxmertOutput) -> dict[str, Tensor]:
         """Logits of every head for a backbone output (``.language``, ``.vision``, ``.pooled``).
 
         Returns ``lm`` (B, T, vocab), ``matched`` (B, 2), ``obj`` / ``attr`` / ``feat``

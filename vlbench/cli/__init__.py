@@ -19,12 +19,15 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from vlbench.cli import data, listing, run, score
+    from vlbench.cli import convert, data, listing, pretrain, run, score
 
     app.command("train")(run.train)
     app.command("evaluate")(run.evaluate)
     app.command("score")(score.score)
     app.command("list")(listing.list_plugins)
+    app.command("convert")(convert.convert)
+    app.command("pretrain")(pretrain.pretrain)
+    app.command("ablate")(pretrain.ablate)
     app.add_typer(data.app, name="data")
     try:
         from vlbench.cli import results

@@ -71,12 +71,14 @@ def ablate(
     split: str | None = typer.Option(None, "--split", help="Split to tabulate (default: the task's last eval split)."),
     pretrain_set: list[str] = typer.Option([], "--set-pretrain", help="Override for the pre-training runs, key=value (repeatable)."),
     finetune_set: list[str] = typer.Option([], "--set-finetune", help="Override for the fine-tuning runs, key=value (repeatable)."),
+    publish: Path | None = typer.Option(
+        None, "--publish", help="Also write the table as STEM.md/.csv/.json, e.g. leaderboards/ablation_gqa."),
 ) -> None:
     """Run a pre-training ablation (pre-train, fine-tune each variant with the same seeds) and tabulate it.
 
-    The default is CPU-sized: pre-training for 4 epochs and a low-data fine-tune on the first
-    1000 training questions. Finished runs are found by the content hash of their config and
-    skipped, so re-running the command only adds what is missing.
+    CPU-sized defaults: 4 pre-training epochs, fine-tuning on the first 1000 training questions.
+
+    Finished runs are found by the content hash of their config and skipped: re-running adds what is missing.
     """
     from vlbench.engine.ablate import AblationSpec, expand, run_ablation
 
@@ -88,7 +90,9 @@ def ablate(
                         data_dir=data, pretrain_overrides=pre, finetune_overrides=fine, split=split)
     command = _command(drop_task, only, grid, no_pretrain, task, seeds, pretrain_seeds, model, data, out,
                        train_limit, pretrain_epochs, split, pretrain_set, finetune_set)
-    run_ablation(spec, out, command=command, console=console)
+    if publish is not None:
+        command += " --publish " + shlex.quote(str(publish))
+    run_ablation(spec, out, command=command, publish=publish, console=console)
     print(out)
 
 

@@ -393,8 +393,12 @@ def write_outputs(summary: dict[str, Any], out: Path, stem: str = "ablation") ->
 
 
 def run_ablation(spec: AblationSpec, out: str | Path, *, command: str = "vlbench ablate",
-                 console: Console | None = None) -> dict[str, Any]:
-    """Expand, run (skipping finished cells) and tabulate; writes the table into ``out``."""
+                 publish: str | Path | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Expand, run (skipping finished cells) and tabulate; writes the table into ``out``.
+
+    ``publish`` (a path stem such as ``leaderboards/ablation_gqa``) also writes the table as
+    ``STEM.md``, ``STEM.csv`` and ``STEM.json``, without the per-run paths.
+    """
     console = console or Console(stderr=True)
     out = Path(out)
     data = resolve_data(spec.data_dir, say=console.print)
@@ -410,6 +414,10 @@ def run_ablation(spec: AblationSpec, out: str | Path, *, command: str = "vlbench
                          "skipped": c.skipped, "run": str(c.run_dir.relative_to(out)) if c.run_dir else None}
                         for c in cells]
     paths = write_outputs(summary, out)
+    if publish is not None:
+        stem = Path(publish)
+        public = {k: v for k, v in summary.items() if k != "cells"}
+        paths += write_outputs(public, stem.parent, stem.name)
     console.print(render_rich(summary))
     skipped = sum(c.skipped for c in cells)
     console.print(f"{len(cells) - skipped} run(s) executed, {skipped} skipped (finished); "

@@ -42,7 +42,9 @@ def load_native(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """Backbone of a vlbench checkpoint (weights stored as ``backbone.*`` inside the task model)."""
     meta = json.loads((path / "config.json").read_text())
     model_cls = MODELS.get(meta["model"])
-    model_cfg = meta.get("config", {}).get("model", meta.get("model_config", {}))
+    cfg = meta.get("config", {})
+    # Training checkpoints hold the whole run config (sections); converted ones the model's alone.
+    model_cfg = cfg["model"] if isinstance(cfg.get("model"), dict) else cfg
     cfg = from_values(model_cls.config_class, model_cfg, "model", where=str(path / "config.json"))
     backbone = model_cls(cfg)
     state = load_file(str(path / "model.safetensors"))
@@ -65,16 +67,15 @@ def load_backbone(path: str | Path, *, fmt: str = "auto", say: Any = None) -> nn
     if fmt in ("auto", "vlbench") and ckpt.is_dir() and is_native_checkpoint(ckpt):
         backbone, report = load_native(ckpt)
     else:
-        names = CHECKPOINT_FORMATS.names() if fmt == "auto" else [fmt]
-        for name in names:
-            reader = CHECKPOINT_FORMATS.get(name)
-            if fmt != "auto" or reader.detect(ckpt):
-                backbone, report = reader.load_backbone(ckpt)
+        for entry in CHECKPOINT_FORMATS:
+            reader = entry.obj
+            if fmt in getattr(reader, "formats", ()) or (fmt == "auto" and reader.detect(ckpt)):
+                backbone, report = reader.load_backbone(ckpt, fmt)
                 break
         else:
             raise CheckpointError(
-                f"{ckpt}: not a checkpoint format vlbench understands (vlbench run or checkpoint directory, "
-                f"{', '.join(CHECKPOINT_FORMATS.names())})"
+                f"{ckpt}: not a checkpoint format vlbench understands (a vlbench run or checkpoint "
+                f"directory, or one read by: {', '.join(CHECKPOINT_FORMATS.names())})"
             )
     if say is not None:
         say(f"Loaded {ckpt} as {report['format']} checkpoint")

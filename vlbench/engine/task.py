@@ -70,6 +70,7 @@ class Task(ABC):
 
     def set_epoch(self, epoch: int) -> None:
         """Called before each training epoch (schedules such as "QA only from epoch K")."""
+        return None
 
     def image_ids(self) -> set[str]:
         """Image ids every split refers to (checked against the feature store up front)."""
