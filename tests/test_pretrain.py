@@ -5,6 +5,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +199,50 @@ def test_qa_from_epoch_schedule_end_to_end(small_world: Path, tmp_path: Path):
     steps = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     qa = {s["epoch"]: s["losses"]["qa"] for s in steps if "losses" in s}
     assert qa[0] == 0.0 and qa[1] > 0.0
+
+
+# -- resume: masks come from the global RNG, which the trainer checkpoints ------------------------
+
+RESUME = ["--set", "train.epochs=2", "--set", "train.train_limit=640", "--set", "train.batch_size=32",
+          "--set", "train.save_every=3", "--set", "train.eval_limit=64", "--set", "train.log_every=1"]
+
+
+def _cli(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "vlbench", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _last(run: Path) -> dict | None:
+    try:
+        return json.loads((run / "checkpoints" / "last" / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+def test_killed_pretraining_resumes_to_the_same_weights(small_world: Path, tmp_path: Path):
+    straight = _cli(["pretrain", "--data", str(small_world), "--seed", "2", "--out", str(tmp_path / "a"), *RESUME])
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err
+    proc = _cli(["pretrain", "--data", str(small_world), "--seed", "2", "--out", str(tmp_path / "b"), *RESUME])
+    deadline, state = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        runs = list((tmp_path / "b").glob("*/run.json"))
+        state = _last(runs[0].parent) if runs else None
+        if state and state["epoch"] == 0 and state["step"] >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.communicate(timeout=120)
+    assert state is not None and state["epoch"] == 0, "the run was not caught mid-epoch"
+    (killed,) = [p.parent for p in (tmp_path / "b").glob("*/run.json")]
+    resumed = _cli(["train", "--resume", str(killed)])
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    (done,) = [p.parent for p in (tmp_path / "a").glob("*/run.json")]
+    a = load_file(str(done / "checkpoints" / "last" / "model.safetensors"))
+    b = load_file(str(killed / "checkpoints" / "last" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = (json.loads((r / "run.json").read_text()) for r in (done, killed))
+    assert rb["status"] == "finished" and rb["metrics"] == ra["metrics"]
