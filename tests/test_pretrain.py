@@ -178,6 +178,14 @@ def test_train_with_init_records_the_lineage(pre_run: Path, small_world: Path, t
     assert record["init"]["answers_transferred"] > 0
     assert record["config"]["model"]["vocab_size"] == json.loads(
         (pre_run / "run.json").read_text())["config"]["model"]["vocab_size"]
+    # a fine-tuned QA run is a checkpoint too: its whole answer head carries over
+    session = new_session("lxmert", "gqa", data_dir=str(small_world), out=tmp_path / "again", overrides=FINE,
+                          say=lambda _: None)
+    lineage = apply_init(session, run, say=lambda _: None)
+    assert lineage["task"] == "gqa" and lineage["objectives"] == []
+    assert lineage["answers_transferred"] == lineage["answers_total"] == len(session.task.answers)
+    state = load_file(str(run / "checkpoints" / "best" / "model.safetensors"))
+    assert torch.equal(session.model.answer_head.logit_fc[3].weight, state["answer_head.logit_fc.3.weight"])
 
 
 def test_bad_init_is_a_one_line_checkpoint_error(small_world: Path, tmp_path: Path):
