@@ -4,6 +4,10 @@ State is small and explicit (model, optimizer, scheduler, epoch, batch within th
 epoch, step, best score, RNG) and a checkpoint saves and restores all of it, so a
 resumed run ends with the same weights as an uninterrupted one. Each epoch visits the
 training set in an order drawn from ``(seed, epoch)`` alone.
+
+SIGTERM and Ctrl-C ask the loop to stop; it stops at the next optimizer-step boundary,
+where model, optimizer and counters agree, and saves there. A second signal stops at
+once and keeps the last checkpoint on disk.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from vlbench.engine.checkpoint import load_training_state, load_weights, rng_state, save_checkpoint
+from vlbench.engine.checkpoint import load_training_state, load_weights, save_checkpoint
 from vlbench.engine.evaluate import autocast, eval_examples, predict, to_device, write_outputs
 from vlbench.engine.session import Session
 from vlbench.results.records import write_json_atomic
@@ -78,16 +82,16 @@ class Trainer:
             "best_metrics": {}, "train_seconds": 0.0, "train_examples": 0, "eval_seconds": 0.0,
             "eval_examples": 0, "wall_seconds": 0.0, "history_bytes": 0,
         }
-        self._boundary_rng = rng_state()
+        self._stop_requested = False
 
     # -- checkpoints ---------------------------------------------------------------
     def checkpoint_config(self) -> dict[str, Any]:
         return {"model": self.s.model_name, "task": self.s.task_name, "config": self.s.cfg.to_dict()}
 
-    def save_last(self, rng: Any = None) -> None:
+    def save_last(self) -> None:
         self.state["history_bytes"] = self._history_path.stat().st_size if self._history_path.exists() else 0
         save_checkpoint(self.s.run_dir / LAST, self.model, self.checkpoint_config(), self.optimizer,
-                        self.scheduler, self.state, rng=rng)
+                        self.scheduler, self.state)
 
     def resume(self) -> None:
         """Continue from ``checkpoints/last`` exactly where it left off."""
@@ -109,7 +113,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         started = time.perf_counter() - self.state["wall_seconds"]
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             with self._progress() as progress:
                 bar = progress.add_task("train", total=self.total_steps, completed=self.state["step"],
@@ -117,13 +121,13 @@ class Trainer:
                 while self.state["epoch"] < self.cfg.epochs:
                     self._train_epoch(progress, bar, started)
                     self._end_epoch(started)
+                    self._stop_if_requested(started)
         except KeyboardInterrupt:
-            self.state["wall_seconds"] = time.perf_counter() - started
-            self.save_last(rng=self._boundary_rng)
             self._write_record("interrupted")
             raise
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         self.state["wall_seconds"] = time.perf_counter() - started
         return self._write_record("finished")
 
@@ -153,7 +157,6 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.state["step"] += 1
             self.state["batch"] = b + 1
-            self._boundary_rng = rng_state()
             elapsed = time.perf_counter() - t0
             eps = seen / elapsed if elapsed > 0 else 0.0
             mean_loss = sum(running) / len(running)
@@ -168,7 +171,27 @@ class Trainer:
                 t0, seen = time.perf_counter(), 0
                 self.state["wall_seconds"] = time.perf_counter() - started
                 self.save_last()
+            if self._stop_requested and b + 1 < self.batches_per_epoch:
+                self._account(t0, seen)
+                self._stop_if_requested(started)
         self._account(t0, seen)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:  # asked twice: stop now, keep the last checkpoint on disk
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.console.print(f"{signal.Signals(signum).name}: stopping after this step "
+                           "(send again to stop at once)")
+
+    def _stop_if_requested(self, started: float) -> None:
+        """At a step boundary: save where the run stands and stop."""
+        if not self._stop_requested:
+            return
+        self.state["wall_seconds"] = time.perf_counter() - started
+        self.save_last()
+        self.console.print(f"Saved at epoch {self.state['epoch']}, step {self.state['step']}; "
+                           f"continue with: vlbench train --resume {self.s.run_dir}")
+        raise KeyboardInterrupt
 
     def _account(self, t0: float, seen: int) -> None:
         self.state["train_seconds"] += time.perf_counter() - t0
@@ -226,7 +249,3 @@ def split_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
         total = sum(out.values())
         return total, {k: float(v.detach()) for k, v in out.items()}
     return out, {"task": float(out.detach())}
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
