@@ -159,6 +159,8 @@ def test_ablate_runs_end_to_end_and_skips_finished_cells(small_world: Path, tmp_
     assert len(summary["cells"]) == 2 + 6 and not any(c["skipped"] for c in summary["cells"])
     assert (out / "ablation.md").read_text().count("\n| ") == 4  # header + three rows
     assert "--drop-task mask_obj" in summary["command"]
+    assert summary["setting"]["pretrain_epochs"] == [1] and summary["setting"]["finetune_epochs"] == 1
+    assert summary["setting"]["compute_seconds"] > 0
     runs = sorted(p.parent for p in out.glob("cells/*/*/run.json"))
     for c in summary["cells"]:
         if c["kind"] == "finetune" and "full" in c["variants"]:

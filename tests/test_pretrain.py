@@ -151,6 +151,20 @@ def test_apply_init_loads_backbone_and_transfers_answer_rows(pre_run: Path, smal
         else:
             assert not weight[j].any()  # LXMERT: answers the pre-training never saw start at zero
     assert lineage["answers_transferred"] == shared > 0
+    # the softmax-trained biases are shifted so that sigmoid scores start near the softmax ones
+    shift = lineage["answer_bias_shift"]
+    assert shift < 0
+    bias = session.model.answer_head.logit_fc[3].bias
+    rows = [j for j, a in enumerate(session.task.answers) if normalize_answer(a) in source]
+    expected = torch.stack([state["heads.answer_head.logit_fc.3.bias"][source.index(normalize_answer(a))]
+                            for a in (session.task.answers[j] for j in rows)]) + shift
+    assert torch.allclose(bias[rows], expected)
+    examples = session.task.examples("train")[:256]
+    with torch.no_grad():
+        session.model.eval()
+        lse = torch.cat([torch.logsumexp(session.model(session.task.collate(examples[i:i + 64]))[:, rows], -1)
+                         for i in range(0, len(examples), 64)])
+    assert abs(lse.mean().item()) < 1e-3
     assert lineage["answers_total"] == len(session.task.answers)
     assert any(f"Transferred {shared} of" in m for m in messages)
     digest = hashlib.sha256((pre_run / "checkpoints" / "best" / "model.safetensors").read_bytes()).hexdigest()
@@ -184,6 +198,7 @@ def test_train_with_init_records_the_lineage(pre_run: Path, small_world: Path, t
     lineage = apply_init(session, run, say=lambda _: None)
     assert lineage["task"] == "gqa" and lineage["objectives"] == []
     assert lineage["answers_transferred"] == lineage["answers_total"] == len(session.task.answers)
+    assert lineage["answer_bias_shift"] == 0.0  # a fine-tuned head is already a sigmoid head
     state = load_file(str(run / "checkpoints" / "best" / "model.safetensors"))
     assert torch.equal(session.model.answer_head.logit_fc[3].weight, state["answer_head.logit_fc.3.weight"])
 

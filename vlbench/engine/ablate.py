@@ -298,7 +298,14 @@ def summarize(spec: AblationSpec, table: dict[str, dict[int, Cell]], command: st
     for r, p in zip(compared, adjusted, strict=True):
         r["p_holm"] = None if math.isnan(p) else p
     synthetic = bool(first["data"]["synthetic"])
-    limit = first["config"]["train"].get("train_limit", 0)
+    train_cfg = first["config"]["train"]
+    limit = train_cfg.get("train_limit", 0)
+    pre_cells = {c.init.key: c.init for cells in table.values() for c in cells.values() if c.init}
+    pre_epochs = sorted({c.config["train"]["epochs"] for c in pre_cells.values()})
+    runs = [*(c.run_dir for c in pre_cells.values()), *(c.run_dir for cells in table.values()
+                                                        for c in cells.values())]
+    compute = sum(float(json.loads((r / "run.json").read_text()).get("wall_seconds") or 0.0)
+                  for r in dict.fromkeys(runs) if r is not None)
     title = (f"Pre-training ablation: {spec.task} {split} {metric}, fine-tuned on "
              f"{limit if limit else 'all'} training examples, {spec.seeds} seed(s)"
              + (" -- SYNTHETIC data" if synthetic else ""))
@@ -309,6 +316,10 @@ def summarize(spec: AblationSpec, table: dict[str, dict[int, Cell]], command: st
         "data_fingerprint": first["data"]["fingerprint"], "seeds": spec.seeds,
         "pretrain_seeds": min(spec.pretrain_seeds, spec.seeds), "train_limit": limit,
         "prior_baseline": baseline, "rows": rows, "wall_seconds": round(wall_seconds, 1),
+        "setting": {"pretrain_epochs": pre_epochs, "finetune_epochs": train_cfg.get("epochs"),
+                    "finetune_lr": train_cfg.get("lr"), "finetune_batch_size": train_cfg.get("batch_size"),
+                    "model_preset": first["config"].get("model", {}).get("preset"),
+                    "compute_seconds": round(compute, 1)},
     }
 
 
@@ -354,6 +365,13 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines += [""]
     if summary.get("prior_baseline") is not None:
         lines.append(f"Answer-prior baseline on {summary['split']}: {summary['prior_baseline']:.2f}.")
+    st = summary.get("setting", {})
+    if st:
+        lines.append(
+            f"Setting: model preset {st.get('model_preset')}; pre-training {', '.join(map(str, st['pretrain_epochs']))} "
+            f"epoch(s); fine-tuning on the first {summary['train_limit'] or 'all'} training examples for "
+            f"{st.get('finetune_epochs')} epochs at lr {st.get('finetune_lr')} (batch {st.get('finetune_batch_size')}), "
+            f"checkpoint chosen on the first eval split. Compute: {st['compute_seconds'] / 60:.0f} min of runs.")
     lines += [
         f"Fine-tuning seeds 0..{summary['seeds'] - 1}; {summary['pretrain_seeds']} pre-training run(s) per "
         "variant. Differences are paired by seed; p-values are paired t-tests, Holm-adjusted over the rows.",

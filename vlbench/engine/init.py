@@ -5,8 +5,9 @@ built. The checkpoint's backbone (the ``backbone.*`` tensors of the task model i
 replaces the fresh one; its architecture and its WordPiece vocabulary (``tokenizer.json`` of
 its run) are adopted, since token ids must mean the same words. For QA tasks the rows of
 the checkpoint's answer head are copied for every answer the two answer tables share after
-LXMERT's normalisation (``load_lxmert_qa`` in the released code: the rest start at zero).
-The returned lineage goes into the new run's ``run.json`` (``init``).
+LXMERT's normalisation (``load_lxmert_qa`` in the released code: the rest start at zero);
+the copied biases of a softmax-trained pre-training head are then shifted so that the sigmoid
+loss of fine-tuning starts calibrated (:func:`recenter_answer_logits`). The returned lineage goes into the new run's ``run.json`` (``init``).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def apply_init(session: Session, path: str | Path, say: Say = print) -> dict[str
 
     source_task = str(meta.get("task", ""))
     task_cfg = source_cfg.get("task", {}) or {}
-    transferred, total = transfer_answers(session, state, run_dir, say)
+    # The pre-training QA head is a softmax (CE); a fine-tuned QA head is already sigmoid (BCE).
+    answers = transfer_answers(session, state, run_dir, say, recenter=source_task == "pretrain")
     return {
         "run": str(run_dir) if run_dir else None,
         "run_id": _run_id(run_dir),
@@ -99,8 +101,7 @@ def apply_init(session: Session, path: str | Path, say: Say = print) -> dict[str
         "objectives": list(task_cfg.get("objectives", [])) if source_task == "pretrain" else [],
         "visual_losses": (list(task_cfg.get("visual_losses", []))
                           if "mask_obj" in task_cfg.get("objectives", []) else []),
-        "answers_transferred": transferred,
-        "answers_total": total,
+        **answers,
         "tokenizer": tokenizer_note,
         "model_config_adopted": adopted,
     }
@@ -167,20 +168,25 @@ def load_backbone(model: torch.nn.Module, tensors: dict[str, torch.Tensor], wher
 
 
 def transfer_answers(session: Session, state: dict[str, torch.Tensor], run_dir: Path | None,
-                     say: Say) -> tuple[int, int]:
-    """Copy QA-head rows for answers shared after normalisation; ``(transferred, task answers)``."""
+                     say: Say, recenter: bool = True) -> dict[str, Any]:
+    """Copy QA-head rows for answers shared after normalisation.
+
+    Returns ``answers_transferred``, ``answers_total`` (the task's answers) and
+    ``answer_bias_shift`` (see :func:`recenter_answer_logits`).
+    """
     from vlbench.tasks.pretrain.objectives import normalize_answer
     from vlbench.tasks.qa import QATask
 
     task, model = session.task, session.model
     if not isinstance(task, QATask) or not hasattr(model, "answer_head"):
-        return 0, 0
+        return {"answers_transferred": 0, "answers_total": 0, "answer_bias_shift": 0.0}
     total = len(task.answers)
+    none = {"answers_transferred": 0, "answers_total": total, "answer_bias_shift": 0.0}
     prefix = next((p for p in ANSWER_HEAD_PREFIXES if f"{p}logit_fc.3.weight" in state), None)
     source_answers = _source_answers(run_dir)
     if prefix is None or not source_answers:
         say("The checkpoint has no QA head with an answer table: the answer head starts fresh")
-        return 0, total
+        return none
     head = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if head["logit_fc.3.weight"].shape[0] != len(source_answers):
         raise CheckpointError(f"{run_dir}: task_state.json lists {len(source_answers)} answers but the "
@@ -192,7 +198,7 @@ def transfer_answers(session: Session, state: dict[str, torch.Tensor], run_dir: 
     shared = [(j, i) for j, i in rows if i is not None]
     if not shared:
         say(f"Transferred 0 of {total} answers: no answer is shared with the pre-training answer table")
-        return 0, total
+        return none
     own = model.answer_head.state_dict()
     for k in ("logit_fc.0.weight", "logit_fc.0.bias", "logit_fc.2.weight", "logit_fc.2.bias"):
         if own[k].shape != head[k].shape:
@@ -207,8 +213,38 @@ def transfer_answers(session: Session, state: dict[str, torch.Tensor], run_dir: 
     bias[dst] = head["logit_fc.3.bias"][src]
     own["logit_fc.3.weight"], own["logit_fc.3.bias"] = weight, bias
     model.answer_head.load_state_dict(own)
-    say(f"Transferred {len(shared)} of {total} answers from the pre-trained QA head")
-    return len(shared), total
+    shift = recenter_answer_logits(session, dst) if recenter else 0.0
+    say(f"Transferred {len(shared)} of {total} answers from the pre-trained QA head"
+        + (f" (biases shifted by {-shift:.2f} for the sigmoid loss)" if recenter else ""))
+    return {"answers_transferred": len(shared), "answers_total": total, "answer_bias_shift": -shift}
+
+
+def recenter_answer_logits(session: Session, rows: torch.Tensor, n_examples: int = 256) -> float:
+    """Shift the transferred answer biases by the mean log-partition of their logits.
+
+    Pre-training trains the QA head with a softmax over the answer table; fine-tuning uses
+    LXMERT's sigmoid BCE over answers. Raw softmax logits read as sigmoid scores say "yes" to
+    many answers at once, and the first fine-tuning steps are spent pulling them all down,
+    which on a small fine-tuning set erases what pre-training learned. Subtracting
+    ``E_x[logsumexp_j z_j(x)]`` turns the logits into (approximately) log-probabilities, so the
+    sigmoid scores start near the softmax probabilities. Returns the shift applied.
+    """
+    task, model = session.task, session.model
+    examples = task.examples(task.train_split)[:n_examples]
+    if not examples or len(rows) == 0:
+        return 0.0
+    was_training = model.training
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(examples), 64):
+            logits = model(task.collate(examples[i:i + 64])).float()
+            parts.append(torch.logsumexp(logits[:, rows], dim=-1))
+    model.train(was_training)
+    shift = float(torch.cat(parts).mean())
+    with torch.no_grad():
+        model.answer_head.logit_fc[3].bias[rows] -= shift
+    return shift
 
 
 def _source_answers(run_dir: Path | None) -> list[str]:
