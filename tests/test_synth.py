@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -57,10 +60,34 @@ def test_same_seed_gives_identical_bytes(world, tmp_path):
         "features/synthetic_obj36.tsv"]
 
 
+def test_same_bytes_whatever_the_thread_count(tmp_path):
+    """The fingerprint names the world on every machine: no thread-dependent float sums."""
+    script = ("import sys; from vlbench.data.synth.world import generate; "
+              "print(generate(sys.argv[1], seed=3, n_images=48, vqa_train_images=12, vqa_val_images=6, "
+              "vqa_minival_images=3, nlvr2_train_sets=4, nlvr2_dev_sets=2, nlvr2_test1_sets=2).fingerprint)")
+    prints = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / threads)], env=env, check=True,
+                             capture_output=True, text=True).stdout.split()
+        prints.append(out[-1])
+    assert prints[0] == prints[1] and prints[0].startswith("sha256:")
+
+
+def test_region_features_are_the_projected_concepts_plus_noise():
+    from vlbench.data.synth.scene import CONCEPT_DIM, Detector
+
+    det = Detector(np.random.default_rng(0), 16, noise_std=0.0, label_noise=0.0)
+    concepts = np.array([[0, 5, 9, 14, CONCEPT_DIM - 1], [1, 6, 10, 15, 30]])
+    multi_hot = np.zeros((2, CONCEPT_DIM), dtype=np.float32)
+    np.put_along_axis(multi_hot, concepts, 1.0, axis=1)
+    np.testing.assert_allclose(det.project(concepts), multi_hot @ det.projection, rtol=1e-6, atol=1e-6)
+
+
 def test_manifest_lists_existing_files_and_parameters(world, tmp_path):
     root, manifest = world
     raw = _load(root / "manifest.json")
-    assert raw["format"] == "vlbench-synthetic" and raw["version"] == 1
+    assert raw["format"] == "vlbench-synthetic" and raw["version"] == 2
     assert raw["seed"] == 7 and raw["feat_dim"] == 48 and raw["max_boxes"] == WorldConfig().max_boxes
     assert raw["generator"]["n_images"] == 240 and "noise_std" in raw["generator"]
     assert raw["fingerprint"].startswith("sha256:")

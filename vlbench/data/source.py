@@ -25,7 +25,7 @@ SYNTHETIC_DEFAULTS: dict[str, Any] = {
     # Learning from scratch on ~10k questions: no dropout, a long warmup, a moderate rate.
     "model.hidden_dropout_prob": 0.0,
     "model.attention_probs_dropout_prob": 0.0,
-    "train.epochs": 10,
+    "train.epochs": 9,
     "train.batch_size": 64,
     "train.lr": 7e-4,
     "train.warmup_ratio": 0.2,

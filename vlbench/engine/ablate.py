@@ -415,7 +415,8 @@ def run_ablation(spec: AblationSpec, out: str | Path, *, command: str = "vlbench
     """Expand, run (skipping finished cells) and tabulate; writes the table into ``out``.
 
     ``publish`` (a path stem such as ``leaderboards/ablation_gqa``) also writes the table as
-    ``STEM.md``, ``STEM.csv`` and ``STEM.json``, without the per-run paths.
+    ``STEM.md``, ``STEM.csv`` and ``STEM.json``, without the per-run paths and this
+    invocation's wall time, so that re-tabulating finished cells rewrites identical files.
     """
     console = console or Console(stderr=True)
     out = Path(out)
@@ -434,7 +435,7 @@ def run_ablation(spec: AblationSpec, out: str | Path, *, command: str = "vlbench
     paths = write_outputs(summary, out)
     if publish is not None:
         stem = Path(publish)
-        public = {k: v for k, v in summary.items() if k != "cells"}
+        public = {k: v for k, v in summary.items() if k not in ("cells", "wall_seconds")}
         paths += write_outputs(public, stem.parent, stem.name)
     console.print(render_rich(summary))
     skipped = sum(c.skipped for c in cells)

@@ -218,7 +218,7 @@ class Detector:
         self.label_noise = label_noise
 
     def concepts(self, scenes: Sequence[Scene]) -> np.ndarray:
-        """(total objects, CONCEPT_DIM) multi-hot of every object's properties, scene by scene."""
+        """(total objects, 5) indices of every object's on-concepts, scene by scene."""
         cols: list[list[int]] = []
         for scene in scenes:
             gw, gh = GRID / scene.width, GRID / scene.height
@@ -228,10 +228,19 @@ class Detector:
                 cols.append([_INDEX["category"][o.category], _INDEX["color"][o.color],
                              _INDEX["material"][o.material], _INDEX["size"][o.size],
                              _POSITION_OFFSET + gy * GRID + gx])
-        x = np.zeros((len(cols), CONCEPT_DIM), dtype=np.float32)
-        if cols:
-            np.put_along_axis(x, np.array(cols, dtype=np.int64), 1.0, axis=1)
-        return x
+        return np.array(cols, dtype=np.int64).reshape(len(cols), 5)
+
+    def project(self, concepts: np.ndarray) -> np.ndarray:
+        """Sum of the projection rows of each object's concepts.
+
+        Added row by row in a fixed order rather than as a matrix product: a BLAS product may
+        sum in a different order on another CPU or thread count, and the world must be the
+        same bytes everywhere for its fingerprint to mean anything.
+        """
+        feats = np.zeros((len(concepts), self.feat_dim), dtype=np.float32)
+        for j in range(concepts.shape[1]):
+            feats += self.projection[concepts[:, j]]
+        return feats
 
     def detect(self, rng: np.random.Generator, scene: Scene) -> RegionRecord:
         """The TSV row a detector would write for this scene."""
@@ -245,7 +254,7 @@ class Detector:
             sizes = [len(s.objects) for s in part]
             total = sum(sizes)
             objs = [o for s in part for o in s.objects]
-            feats = self.concepts(part) @ self.projection
+            feats = self.project(self.concepts(part))
             feats += self.noise_std * rng.standard_normal(feats.shape, dtype=np.float32)
             boxes = np.array([o.box for o in objs], dtype=np.float32).reshape(total, 4)
             # Localisation noise: a few percent of the box size.

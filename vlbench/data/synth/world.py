@@ -45,7 +45,7 @@ from vlbench.data.tsv import write_tsv
 from vlbench.errors import DataError
 
 FORMAT = "vlbench-synthetic"
-VERSION = 1
+VERSION = 2  # 2: features summed in a fixed order (identical bytes on every machine)
 MANIFEST = "manifest.json"
 FEATURES = "features/synthetic_obj36.tsv"
 
