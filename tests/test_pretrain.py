@@ -231,7 +231,7 @@ RESUME = ["--set", "train.epochs=2", "--set", "train.train_limit=640", "--set", 
 
 
 def _cli(args: list[str]) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MKL_CBWR="AUTO,STRICT", PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "vlbench", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

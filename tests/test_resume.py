@@ -48,8 +48,9 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
-    # One thread: the same floating-point reduction order in every process.
-    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # One thread and MKL's strict reproducibility mode (results independent of memory
+    # alignment): the same floating-point reduction order in every process.
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MKL_CBWR="AUTO,STRICT", PYTHONUNBUFFERED="1")
 
 
 @pytest.fixture(scope="module")

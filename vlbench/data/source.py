@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def resolve_data(data_dir: str | Path | None, *, quiet: bool = False, say: Any =
             except OSError:  # another process finished first: keep theirs
                 if not is_synthetic(root):
                     raise
+                shutil.rmtree(tmp, ignore_errors=True)
         if not quiet:
             say(f"Data: embedded synthetic benchmark at {root} (results are on SYNTHETIC data)")
         return DataSource(root, synthetic=True, embedded=True, manifest=read_manifest(root).to_json())

@@ -6,13 +6,13 @@ Either a given BERT ``vocab.txt`` or a vocabulary trained on the task's training
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
-from tokenizers.trainers import WordPieceTrainer
 
 from vlbench.errors import DataError
 
@@ -53,11 +53,9 @@ class WordPieceTokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, max_seq_len: int = 20) -> WordPieceTokenizer:
-        """Learn a WordPiece vocabulary (BERT pre-processing) from ``texts``."""
-        tok = _bert_like(WordPiece(unk_token="[UNK]"))
-        trainer = WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-        tok.train_from_iterator(texts, trainer=trainer)
-        _add_template(tok)
+        """A WordPiece vocabulary (BERT pre-processing) learned from ``texts`` (:func:`learn_vocab`)."""
+        vocab = learn_vocab(texts, vocab_size)
+        tok = _bert_like(WordPiece({p: i for i, p in enumerate(vocab)}, unk_token="[UNK]"))
         return cls(tok, max_seq_len)
 
     @classmethod
@@ -85,6 +83,30 @@ class WordPieceTokenizer:
             "attention_mask": torch.tensor([e.attention_mask for e in encs], dtype=torch.long),
             "token_type_ids": torch.tensor([e.type_ids for e in encs], dtype=torch.long),
         }
+
+
+def learn_vocab(texts: Iterable[str], vocab_size: int) -> list[str]:
+    """Special tokens, every character seen (alone and as ``##`` continuation), then the most
+    frequent words (ties alphabetical) up to ``vocab_size``.
+
+    Counted here rather than with ``tokenizers``' WordPiece trainer: that trainer breaks ties
+    between equally frequent merges in hash-map order, which changes from process to process,
+    so the same corpus and seed would give different vocabularies and different runs.
+    """
+    probe = _bert_like(WordPiece(unk_token="[UNK]"))
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w, _ in probe.pre_tokenizer.pre_tokenize_str(probe.normalizer.normalize_str(text)))
+    chars = sorted({c for w in counts for c in w})
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+    known = set(vocab)
+    for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+            known.add(word)
+    return vocab
 
 
 def _bert_like(model: WordPiece) -> Tokenizer:
