@@ -74,7 +74,7 @@ def test_same_bytes_whatever_the_thread_count(tmp_path):
     assert prints[0] == prints[1] and prints[0].startswith("sha256:")
 
 
-def test_region_features_are_the_projected_concepts_plus_noise():
+def test_region_features_sum_the_projections_of_the_object_concepts():
     from vlbench.data.synth.scene import CONCEPT_DIM, Detector
 
     det = Detector(np.random.default_rng(0), 16, noise_std=0.0, label_noise=0.0)

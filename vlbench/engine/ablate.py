@@ -302,10 +302,11 @@ def summarize(spec: AblationSpec, table: dict[str, dict[int, Cell]], command: st
     limit = train_cfg.get("train_limit", 0)
     pre_cells = {c.init.key: c.init for cells in table.values() for c in cells.values() if c.init}
     pre_epochs = sorted({c.config["train"]["epochs"] for c in pre_cells.values()})
-    runs = [*(c.run_dir for c in pre_cells.values()), *(c.run_dir for cells in table.values()
-                                                        for c in cells.values())]
-    compute = sum(float(json.loads((r / "run.json").read_text()).get("wall_seconds") or 0.0)
-                  for r in dict.fromkeys(runs) if r is not None)
+    # Each run once: variants whose configs coincide share cells.
+    run_records = {c.run_dir: records[label][s] for label, cells in table.items() for s, c in cells.items()}
+    run_records.update({c.run_dir: json.loads((c.run_dir / "run.json").read_text())
+                        for c in pre_cells.values() if c.run_dir is not None})
+    compute = sum(float(r.get("wall_seconds") or 0.0) for r in run_records.values())
     title = (f"Pre-training ablation: {spec.task} {split} {metric}, fine-tuned on "
              f"{limit if limit else 'all'} training examples, {spec.seeds} seed(s)"
              + (" -- SYNTHETIC data" if synthetic else ""))

@@ -102,12 +102,9 @@ def _tuples(x: Any) -> Any:
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, config: dict[str, Any],
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                    trainer_state: dict[str, Any] | None = None, rng: Any = None) -> Path:
-    """Write a checkpoint directory atomically (temporary sibling, then rename).
-
-    ``rng`` is an earlier :func:`rng_state` (e.g. taken at the last optimizer step when a
-    run is interrupted mid-step); by default the current RNG state is saved.
-    """
+                    trainer_state: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint directory atomically (temporary sibling, then rename); with an
+    optimizer, also its state, the scheduler's, the trainer's counters and the current RNG state."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -116,7 +113,7 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, config: dict[str, A
     (tmp / "config.json").write_text(json.dumps(config, indent=1))
     if optimizer is not None:
         tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
-        rng_tensors, rng_meta = rng if rng is not None else rng_state()
+        rng_tensors, rng_meta = rng_state()
         tensors.update(rng_tensors)
         save_file(tensors, str(tmp / "optim.safetensors"))
         state = dict(trainer_state or {})
