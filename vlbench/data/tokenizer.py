@@ -114,7 +114,7 @@ def _bert_like(model: WordPiece) -> Tokenizer:
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    _add_template(tok)  # a no-op until the vocabulary exists (training adds it after)
+    _add_template(tok)  # a no-op for a model without vocabulary (learn_vocab's probe)
     return tok
 
 
