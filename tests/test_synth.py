@@ -122,6 +122,8 @@ def test_bad_parameters_are_config_errors(tmp_path):
         generate(tmp_path, n_image=10)
     with pytest.raises(ConfigError, match="36"):
         generate(tmp_path, max_boxes=40)
+    with pytest.raises(ConfigError, match="nlvr2_min_boxes"):
+        generate(tmp_path, nlvr2_min_boxes=5, nlvr2_max_boxes=4)
 
 
 def test_gqa_questions_have_the_official_fields(world):
@@ -238,7 +240,7 @@ def test_feature_tsv_holds_every_referenced_image(world, tmp_path):
     root, _ = world
     records = {r.img_id: r for r in iter_tsv(root / "features/synthetic_obj36.tsv")}
     for r in records.values():
-        assert 3 <= r.num_boxes <= 10 and r.feat_dim == 48
+        assert 2 <= r.num_boxes <= 10 and r.feat_dim == 48  # NLVR2's images hold 2-4 objects
         assert (r.boxes[:, 2] <= r.img_w).all() and (r.boxes[:, 3] <= r.img_h).all()
         assert (r.boxes >= 0).all() and (r.objects_id < 1600).all() and (r.attrs_id < 400).all()
         assert (0 < r.objects_conf).all() and (r.objects_conf < 1).all()
@@ -343,7 +345,8 @@ def test_pretrain_corpus_is_lxmert_shaped_and_true(world):
 def test_crowded_high_dimensional_world(tmp_path):
     generate(tmp_path, seed=1, n_images=24, feat_dim=2048, min_boxes=30, max_boxes=36,
              vqa_train_images=2, vqa_val_images=2, vqa_minival_images=1,
-             nlvr2_train_sets=1, nlvr2_dev_sets=1, nlvr2_test1_sets=1, nlvr2_pairs_per_set=2)
+             nlvr2_train_sets=1, nlvr2_dev_sets=1, nlvr2_test1_sets=1, nlvr2_pairs_per_set=2,
+             nlvr2_min_boxes=30, nlvr2_max_boxes=36)
     rows = list(iter_tsv(tmp_path / "features/synthetic_obj36.tsv"))
     assert all(r.feat_dim == 2048 and 30 <= r.num_boxes <= 36 for r in rows)
 
@@ -357,3 +360,18 @@ def test_read_lxmert_gqa_rejects_malformed_items(tmp_path):
     path.write_text("{not json")
     with pytest.raises(DataError, match=r"bad.json:1: invalid JSON"):
         read_lxmert_gqa(path)
+
+
+def test_cli_prints_the_world_directory(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import vlbench.data.synth.world as world_module
+    from vlbench.cli import app
+
+    real = world_module.generate
+    monkeypatch.setattr(world_module, "generate", lambda out, seed, **kw: real(out, seed, **SMALL))
+    res = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "w"), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    assert str(tmp_path / "w") in res.output.splitlines()
+    manifest = read_manifest(tmp_path / "w")
+    assert manifest.seed == 3 and f"{manifest.n_images} images" in res.output

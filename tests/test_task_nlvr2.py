@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from vlbench.config import build_config
 from vlbench.data.features import FeatureStore
 from vlbench.data.source import DataSource
 from vlbench.data.tokenizer import WordPieceTokenizer
 from vlbench.data.tsv import RegionRecord, write_tsv
+from vlbench.engine.task import default_layers
+from vlbench.engine.trainer import epoch_order
 from vlbench.errors import ConfigError, DataError
 from vlbench.models.lxmert.config import LxmertConfig
 from vlbench.models.lxmert.modeling import LxmertModel
@@ -326,3 +329,32 @@ def test_malformed_lxmert_file_and_missing_split(tmp_path: Path):
         task.examples("train")
     with pytest.raises(DataError, match="NLVR2 split 'dev'"):
         task.examples("dev")
+
+
+def test_sentence_batches_group_the_pairs_of_each_sentence(world: Path):
+    assert make_task(world).batch_groups(make_task(world).examples("train")) is None
+    task = make_task(world, sentence_batches=True)
+    groups = task.batch_groups(task.examples("train"))
+    assert groups == ["train-0--0", "train-0--0", "train-1--0", "train-1--0"]
+
+
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_sentence_batches_are_the_synthetic_default_only(tmp_path: Path, synthetic: bool):
+    data = DataSource(tmp_path, synthetic=synthetic)
+    cfg = build_config(LxmertConfig, NLVR2Config(), default_layers(NLVR2Task, data))
+    # the synthetic recipe's rate (7e-4) is lowered for NLVR2; real data keeps LXMERT's
+    assert cfg.task.sentence_batches is synthetic
+    assert cfg.train.lr == (3e-4 if synthetic else 5e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_grouped_epoch_order_keeps_groups_contiguous(seed: int):
+    rng = np.random.default_rng(seed)
+    groups = [f"g{int(k)}" for k in rng.integers(0, 40, size=150)]  # interleaved, uneven sizes
+    order = epoch_order(len(groups), seed, 3, groups)
+    assert sorted(order) == list(range(len(groups)))
+    runs = [groups[i] for i in order]
+    changes = [k for a, k in zip(runs, runs[1:], strict=False) if k != a]
+    assert len(changes) + 1 == len(set(groups))  # each group is one contiguous run
+    assert order == epoch_order(len(groups), seed, 3, groups)  # (seed, epoch) alone decide
+    assert order != epoch_order(len(groups), seed, 4, groups)

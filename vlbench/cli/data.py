@@ -24,5 +24,7 @@ def synth(
     kwargs = {k: v for k, v in {"n_images": n_images, "feat_dim": feat_dim, "max_boxes": max_boxes}.items()
               if v is not None}
     manifest = generate(out, seed=seed, **kwargs)
-    Console(stderr=True).print(f"Wrote a synthetic world (seed {seed}) to {out}")
-    print(getattr(manifest, "path", out))
+    Console(stderr=True).print(
+        f"Wrote a synthetic world (seed {seed}, {manifest.n_images} images, "
+        f"{manifest.fingerprint[:19]}...) to {out} in {manifest.generation_seconds:.1f} s")
+    print(out)  # stdout carries the directory alone, for scripts

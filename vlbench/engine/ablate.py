@@ -30,6 +30,7 @@ from rich.table import Table
 
 from vlbench.config import build_config
 from vlbench.data.source import DataSource, resolve_data
+from vlbench.engine.task import default_layers
 from vlbench.errors import CheckpointError, ConfigError
 from vlbench.registry import MODELS, TASKS
 from vlbench.results.records import write_json_atomic
@@ -142,8 +143,7 @@ class Cell:
 def resolved_config(model: str, task: str, data: DataSource, overrides: dict[str, str]) -> dict[str, Any]:
     """The run config a ``train`` of (model, task) with ``overrides`` resolves to (as a dict)."""
     model_cls, task_cls = MODELS.get(model), TASKS.get(task)
-    layers = [("task defaults", task_cls.default_overrides(data)), ("data-source defaults", data.defaults()),
-              ("--set", overrides)]
+    layers = [*default_layers(task_cls, data), ("--set", overrides)]
     cfg = build_config(model_cls.config_class, task_cls.config_class(), layers)
     cfg.data.source = data.label
     return cfg.to_dict()

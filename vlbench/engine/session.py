@@ -23,7 +23,7 @@ from vlbench.config import RunConfig, build_config, config_from_dict
 from vlbench.data.jsonio import read_json
 from vlbench.data.source import DataSource, cache_root, resolve_data
 from vlbench.data.tokenizer import WordPieceTokenizer, build_tokenizer
-from vlbench.engine.task import Task
+from vlbench.engine.task import Task, default_layers
 from vlbench.errors import ConfigError, DataError
 from vlbench.registry import MODELS, TASKS
 
@@ -83,11 +83,7 @@ def new_session(model: str, task: str, *, data_dir: str | None = None, seed: int
     overrides = dict(overrides or {})
     build_config(model_cls.config_class, task_cls.config_class(), [("--set", overrides)])  # fail fast
     data = resolve_data(data_dir, say=say)
-    layers = [
-        ("task defaults", task_cls.default_overrides(data)),
-        ("data-source defaults", data.defaults()),
-        ("--set", overrides),
-    ]
+    layers = [*default_layers(task_cls, data), ("--set", overrides)]
     cfg = build_config(model_cls.config_class, task_cls.config_class(), layers)
     cfg.data.source = data.label
     seed_everything(seed, cfg.train.deterministic)

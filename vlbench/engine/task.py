@@ -36,6 +36,11 @@ class Task(ABC):
         """Task-level defaults for any config section (``{"train.lr": 1e-5}``)."""
         return {}
 
+    @classmethod
+    def synthetic_overrides(cls) -> dict[str, Any]:
+        """This task's changes to the CPU-sized recipe of synthetic worlds (applied over it)."""
+        return {}
+
     @property
     @abstractmethod
     def train_split(self) -> str: ...
@@ -67,6 +72,11 @@ class Task(ABC):
     @abstractmethod
     def collate(self, examples: Sequence[Any]) -> dict[str, Any]:
         """Examples -> a batch of tensors (backbone inputs, targets) plus ids."""
+
+    def batch_groups(self, examples: Sequence[Any]) -> list[str] | None:
+        """One key per training example: examples sharing a key are kept in one batch
+        (the batch size allowing), or None for a plain shuffle."""
+        return None
 
     def set_epoch(self, epoch: int) -> None:
         """Called before each training epoch (schedules such as "QA only from epoch K")."""
@@ -105,3 +115,13 @@ class Task(ABC):
     def baselines(self, split: str) -> dict[str, dict[str, float]]:
         """Text-only or trivial baselines on ``split`` (at least ``prior``)."""
         return {}
+
+
+def default_layers(task_cls: type[Task], data: DataSource) -> list[tuple[str, dict[str, Any]]]:
+    """The config layers under ``--set``, lowest first: task defaults, data-source defaults,
+    then on synthetic data the task's own changes to that recipe."""
+    layers = [("task defaults", task_cls.default_overrides(data)),
+              ("data-source defaults", data.defaults())]
+    if data.synthetic:
+        layers.append(("task synthetic defaults", task_cls.synthetic_overrides()))
+    return layers

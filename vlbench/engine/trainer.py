@@ -16,7 +16,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,20 @@ def warmup_linear(total_steps: int, warmup_ratio: float) -> Callable[[int], floa
     return factor
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+def epoch_order(n: int, seed: int, epoch: int, groups: Sequence[str] | None = None) -> list[int]:
+    """Example indices for one epoch, drawn from ``(seed, epoch)`` alone.
+
+    With ``groups`` (one key per example) the groups are shuffled and each group's examples
+    follow one another, so a group lands in one batch unless it straddles a batch boundary.
+    """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
+    if groups is None:
+        return torch.randperm(n, generator=g).tolist()
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(groups):
+        members.setdefault(key, []).append(i)
+    blocks = list(members.values())
+    return [i for j in torch.randperm(len(blocks), generator=g).tolist() for i in blocks[j]]
 
 
 class Trainer:
@@ -71,6 +82,10 @@ class Trainer:
         self.train_examples = eval_examples(session.task, session.task.train_split, self.cfg.train_limit)
         if not self.train_examples:
             raise ValueError(f"split '{session.task.train_split}' has no training examples")
+        self.groups = session.task.batch_groups(self.train_examples)
+        if self.groups is not None and len(self.groups) != len(self.train_examples):
+            raise ValueError(f"{session.task_name}: batch_groups gave {len(self.groups)} keys for "
+                             f"{len(self.train_examples)} training examples")
         self.batches_per_epoch = math.ceil(len(self.train_examples) / self.cfg.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / self.cfg.grad_accum)
         self.total_steps = self.steps_per_epoch * self.cfg.epochs
@@ -133,7 +148,7 @@ class Trainer:
 
     def _train_epoch(self, progress: Progress, bar: Any, started: float) -> None:
         epoch, cfg, task = self.state["epoch"], self.cfg, self.s.task
-        order = epoch_order(len(self.train_examples), self.s.seed, epoch)
+        order = epoch_order(len(self.train_examples), self.s.seed, epoch, self.groups)
         self.model.train()
         task.set_epoch(epoch)
         t0, seen, running, named = time.perf_counter(), 0, [], {}

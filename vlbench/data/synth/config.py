@@ -33,17 +33,25 @@ class WorldConfig:
     vqa_val_images: int = 200
     vqa_minival_images: int = 100
     vqa_questions_per_image: int = 6
-    # NLVR2: sets of image pairs sharing one sentence.
-    nlvr2_train_sets: int = 500
-    nlvr2_dev_sets: int = 50
-    nlvr2_test1_sets: int = 50
+    # NLVR2: sets of image pairs sharing one sentence. Its images are photographs found by
+    # searching for one kind of object, so they are less cluttered than GQA's.
+    nlvr2_train_sets: int = 2000
+    nlvr2_dev_sets: int = 100
+    nlvr2_test1_sets: int = 100
     nlvr2_pairs_per_set: int = 4
+    nlvr2_min_boxes: int = 2
+    nlvr2_max_boxes: int = 4
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_boxes <= self.max_boxes <= 36:
             raise ConfigError(
                 f"synthetic world: need 1 <= min_boxes ({self.min_boxes}) <= max_boxes "
                 f"({self.max_boxes}) <= 36 (LXMERT's detector keeps 36 regions)"
+            )
+        if not 1 <= self.nlvr2_min_boxes <= self.nlvr2_max_boxes <= 36:
+            raise ConfigError(
+                f"synthetic world: need 1 <= nlvr2_min_boxes ({self.nlvr2_min_boxes}) <= "
+                f"nlvr2_max_boxes ({self.nlvr2_max_boxes}) <= 36"
             )
         if self.min_boxes < 3:
             raise ConfigError("synthetic world: min_boxes must be >= 3 (questions relate objects)")

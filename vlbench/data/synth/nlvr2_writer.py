@@ -10,7 +10,9 @@ spheres in total.", "The left image contains more cubes than the right image.").
 Pairs are drawn by first choosing how often the statement's concept appears in each
 image (0-3 times, among the count pairs that give the wanted label), then planting it
 exactly that often; labels are balanced within each set, so the sentence alone says
-nothing about the label.
+nothing about the label. NLVR2's photographs were found by searching for one kind of
+object, so its scenes are smaller than GQA's (``nlvr2_min_boxes``-``nlvr2_max_boxes``
+objects, 2-4 by default).
 """
 
 from __future__ import annotations
@@ -78,37 +80,53 @@ def _sentence_key(identifier: str) -> str:
     return f"{split}-{set_id}-{sent}"
 
 
+# Shares of the statement templates and of the kinds of concept they count. Statements about
+# whether a kind of object is present dominate, so a small model learns to find objects by
+# name; counts, comparisons and attribute-bound concepts keep the harder end.
+TEMPLATE_SHARES: dict[str, float] = {
+    "both": 0.25, "exactly_one": 0.2, "at_least_one": 0.25, "total": 0.15, "more": 0.15,
+}
+CONCEPT_SHARES: dict[str, float] = {"category": 0.7, "color": 0.2, "material": 0.1}
+
+
+def _share(rng: np.random.Generator, shares: dict[str, float]) -> str:
+    u, total = rng.random() * sum(shares.values()), 0.0
+    for name, share in shares.items():
+        total += share
+        if u < total:
+            return name
+    return name
+
+
 def _concept(rng: np.random.Generator) -> tuple[dict[str, str], str, str]:
     """A concept to count: (properties, singular phrase, plural phrase)."""
     cat = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
-    u = rng.random()
-    if u < 0.4:
+    kind = _share(rng, CONCEPT_SHARES)
+    if kind == "category":
         return {"category": cat}, cat, PLURALS[cat]
-    if u < 0.8:
-        c = COLORS[int(rng.integers(len(COLORS)))]
-        return {"category": cat, "color": c}, f"{c} {cat}", f"{c} {PLURALS[cat]}"
-    m = MATERIALS[int(rng.integers(len(MATERIALS)))]
-    return {"category": cat, "material": m}, f"{m} {cat}", f"{m} {PLURALS[cat]}"
+    values = COLORS if kind == "color" else MATERIALS
+    v = values[int(rng.integers(len(values)))]
+    return {"category": cat, kind: v}, f"{v} {cat}", f"{v} {PLURALS[cat]}"
 
 
 def make_statement(rng: np.random.Generator) -> Statement:
     """Draw one statement template and fill it in."""
     props, one, many = _concept(rng)
     a = f"{article(one)} {one}"
-    kind = int(rng.integers(5))
-    if kind == 0:
+    kind = _share(rng, TEMPLATE_SHARES)
+    if kind == "both":
         return Statement("both", f"Both images contain {a}.", props, props["category"],
                          lambda left, right: left > 0 and right > 0)
-    if kind == 1:
+    if kind == "exactly_one":
         return Statement("exactly_one", f"Exactly one image contains {a}.", props,
                          props["category"], lambda left, right: (left > 0) != (right > 0))
-    if kind == 2:
+    if kind == "total":
         k = int(rng.integers(1, 4))
         noun = one if k == 1 else many
         verb = "is" if k == 1 else "are"
         return Statement("total", f"There {verb} exactly {NUMBER_WORDS[k]} {noun} in total.",
                          props, props["category"], lambda left, right, k=k: left + right == k)
-    if kind == 3:
+    if kind == "more":
         return Statement("more", f"The left image contains more {many} than the right image.",
                          props, props["category"], lambda left, right: left > right)
     return Statement("at_least_one", f"At least one image contains {a}.", props,
@@ -131,8 +149,8 @@ def _draw_pair(rng: np.random.Generator, st: Statement, want: bool, image_ids: t
         counts = options[int(rng.integers(len(options)))]
         scenes = [
             sample_scene(rng, image_ids[side], next_oid,
-                         min_objects=max(cfg.min_boxes, counts[side]),
-                         max_objects=max(cfg.max_boxes, counts[side]),
+                         min_objects=max(cfg.nlvr2_min_boxes, counts[side]),
+                         max_objects=max(cfg.nlvr2_max_boxes, counts[side]),
                          size_range=(cfg.min_image_side, cfg.max_image_side),
                          plant=[st.concept] * counts[side], avoid=st.concept)
             for side in (0, 1)
