@@ -2,7 +2,7 @@
 # Regenerates every table in leaderboards/ on the embedded synthetic benchmark.
 #
 #   bash leaderboards/make.sh           train everything again, then write the tables
-#                                        (about 45 min on 2 CPU cores: two one-thread jobs at a time)
+#                                        (about 50 min on 2 CPU cores: two one-thread jobs at a time)
 #   bash leaderboards/make.sh --tables  only rewrite the tables from the committed run records
 #
 # The run records (run.json, predictions, per-question results, history; no checkpoints)

@@ -50,7 +50,9 @@ MANIFEST = "manifest.json"
 FEATURES = "features/synthetic_obj36.tsv"
 
 # Independent random streams, so changing one part (e.g. NLVR2 sizes) leaves the others'
-# files unchanged.
+# questions and scenes unchanged. The detector draws its noise in chunks of scenes taken in
+# order (GQA, VQA, NLVR2), so the feature rows of the VQA scenes sharing a chunk with the
+# first NLVR2 scenes do change with NLVR2.
 _STREAM = {"projection": 0, "gqa_scenes": 1, "gqa_questions": 2, "detector": 3,
            "captions": 4, "vqa_scenes": 5, "vqa_questions": 6, "nlvr2": 7}
 
