@@ -6,6 +6,9 @@ are applied in order, later wins:
 
     model preset < task defaults < data-source defaults < ``--set key=value`` overrides
 
+On a synthetic world the data-source layer is a CPU-sized recipe, and a task may change
+parts of it (``Task.synthetic_overrides``, applied right after it).
+
 Keys are dotted (``train.lr``, ``model.x_layers``); values are parsed and type-checked
 against the dataclass field, and an unknown key is an error with a close-match hint.
 """
@@ -88,9 +91,9 @@ def build_config(
 ) -> RunConfig:
     """Resolve the layered config.
 
-    ``layers`` are ``(name, {dotted_key: value})`` from lowest to highest precedence
-    (task defaults, data-source defaults, user overrides). ``model.preset`` is resolved
-    first, since every other model key is applied on top of that preset.
+    ``layers`` are ``(name, {dotted_key: value})`` from lowest to highest precedence (task
+    defaults, data-source defaults, a task's synthetic defaults, user overrides).
+    ``model.preset`` is resolved first, since every other model key is applied on top of it.
     """
     preset = None
     for _, values in layers:
