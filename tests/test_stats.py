@@ -1,43 +1,33 @@
-"""Statistics of vlbench.results.stats against scipy and hand computations."""
+"""Statistics of vlbench.results.stats against textbook values and published examples."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 
+from vlbench.errors import ConfigError
 from vlbench.results import stats
 
 scipy_stats = pytest.importorskip("scipy.stats")
-scipy_special = pytest.importorskip("scipy.special")
 
 
-@pytest.mark.parametrize("df", [1, 1.5, 2, 3, 4, 7, 19, 30, 120, 1e4])
-@pytest.mark.parametrize("q", [1e-6, 0.01, 0.025, 0.3, 0.5, 0.7, 0.95, 0.975, 0.995, 0.999999])
-def test_t_quantile_matches_scipy(df: float, q: float) -> None:
-    expected = scipy_stats.t.ppf(q, df)
-    assert stats.t_ppf(q, df) == pytest.approx(expected, rel=1e-9, abs=1e-9)
-
-
-def test_t_quantile_known_table_values() -> None:
-    # Values printed in every t table.
-    assert stats.t_ppf(0.975, 1) == pytest.approx(12.706204736, abs=1e-6)
-    assert stats.t_ppf(0.975, 2) == pytest.approx(4.302652730, abs=1e-6)
-    assert stats.t_ppf(0.975, 9) == pytest.approx(2.262157163, abs=1e-6)
-    assert stats.t_ppf(0.995, 4) == pytest.approx(4.604094871, abs=1e-6)
-
-
-@pytest.mark.parametrize("df", [1, 2.5, 10, 500])
-@pytest.mark.parametrize("t", [-50.0, -2.0, -0.3, 0.0, 0.4, 1.96, 8.0])
-def test_t_cdf_matches_scipy(df: float, t: float) -> None:
-    assert stats.t_cdf(t, df) == pytest.approx(scipy_stats.t.cdf(t, df), abs=1e-12)
-
-
-@pytest.mark.parametrize("a,b,x", [(0.5, 0.5, 0.2), (2, 3, 0.9), (40, 0.5, 0.97), (3000, 3001, 0.5),
-                                   (1, 1, 0.33), (0.1, 7, 1e-4)])
-def test_incomplete_beta_matches_scipy(a: float, b: float, x: float) -> None:
-    assert stats.betainc(a, b, x) == pytest.approx(scipy_special.betainc(a, b, x), rel=1e-9)
+@pytest.mark.parametrize("q,df,expected", [
+    # Two-sided 95% and 99% critical values as printed in t tables (e.g. NIST/SEMATECH
+    # e-Handbook of Statistical Methods, table 1.3.6.7.2), to three decimals.
+    (0.975, 1, 12.706), (0.975, 2, 4.303), (0.975, 4, 2.776), (0.975, 9, 2.262),
+    (0.975, 30, 2.042), (0.995, 4, 4.604), (0.995, 10, 3.169),
+])
+def test_t_interval_uses_table_quantiles(q: float, df: int, expected: float) -> None:
+    # Half-width of the t interval of df + 1 values with sd * sqrt(n) = 1 is the quantile.
+    values = np.zeros(df + 1)
+    values[0], values[1] = 1.0, -1.0
+    got = stats.t_interval(values, confidence=2 * q - 1)
+    half = (got.ci_high - got.ci_low) / 2
+    quantile = half * math.sqrt(values.size) / got.std
+    assert quantile == pytest.approx(expected, abs=5e-4)
 
 
 def test_t_interval_matches_scipy() -> None:
@@ -101,9 +91,18 @@ def test_bootstrap_index_path_agrees_with_multinomial_path() -> None:
 
 @pytest.mark.parametrize("b,c", [(0, 0), (1, 0), (5, 12), (12, 5), (10, 10), (0, 40), (7, 30),
                                   (3000, 3200), (620, 540)])
-def test_mcnemar_exact_matches_binomial_test(b: int, c: int) -> None:
-    expected = 1.0 if b + c == 0 else scipy_stats.binomtest(min(b, c), b + c, 0.5).pvalue
-    assert stats.mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9)
+def test_mcnemar_exact_is_the_two_sided_sign_test(b: int, c: int) -> None:
+    n = b + c
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n if n else 0.5
+    assert stats.mcnemar_exact(b, c) == pytest.approx(min(1.0, 2 * tail), rel=1e-9)
+
+
+def test_mcnemar_published_example() -> None:
+    # Fagerland, Lydersen & Laake (2013), BMC Med Res Methodol 13:91, table 1 (Bentur et al.
+    # 2009, airway hyper-responsiveness before/after): discordant pairs 1 and 7, exact
+    # conditional McNemar p = 0.070 (= 2 * (1 + 8) / 2**8).
+    assert stats.mcnemar_exact(1, 7) == pytest.approx(0.0703125)
+    assert round(stats.mcnemar_exact(7, 1), 3) == 0.070
 
 
 def test_mcnemar_on_constructed_table() -> None:
@@ -113,20 +112,83 @@ def test_mcnemar_on_constructed_table() -> None:
     assert p == pytest.approx(0.0654296875)
 
 
-def test_welch_matches_scipy() -> None:
+def _exact_sign_flip(d: np.ndarray) -> float:
+    """The sign-flip p-value over all 2**n sign assignments."""
+    signs = np.array(list(itertools.product([-1.0, 1.0], repeat=d.size)))
+    sums = np.abs(signs @ d)
+    return float(np.mean(sums >= abs(d.sum()) - 1e-12))
+
+
+@pytest.mark.parametrize("d", [
+    [0.3, 0.6, 1.0, 0.7, -0.3, 0.3, 1.0, 0.4, 0.6, -0.1, 0.3],
+    [1.0, -1.0, 1.0, 1.0, 0.0, 1.0, -1.0, 1.0, 1.0, 1.0],
+    [0.25, 0.5, -0.75, 0.1, 0.2, -0.3, 0.05, 0.15, 0.4, 0.2, -0.1, 0.3],
+])
+def test_sign_flip_test_matches_full_enumeration(d: list[float]) -> None:
+    x = np.array(d)
+    exact = _exact_sign_flip(x[x != 0])
+    # Monte Carlo error of 40 000 resamples: sd <= 0.0025.
+    assert stats.sign_flip_test(x, n_resamples=40_000, seed=1) == pytest.approx(exact, abs=0.01)
+    ref = scipy_stats.permutation_test((x,), np.mean, permutation_type="samples",
+                                       n_resamples=np.inf).pvalue
+    assert exact == pytest.approx(ref, abs=1e-9)
+
+
+def test_sign_flip_test_many_levels_path_agrees() -> None:
+    rng = np.random.default_rng(4)
+    d = rng.normal(0.05, 0.5, size=700)  # all distinct -> one sign per value
+    p_many = stats.sign_flip_test(d, n_resamples=20_000, seed=0)
+    coarse = np.round(d, 1)  # few levels -> binomial counts per level
+    p_few = stats.sign_flip_test(coarse, n_resamples=20_000, seed=0)
+    # Both are close to the normal approximation of the permutation distribution.
+    for x, p in ((d, p_many), (coarse, p_few)):
+        z = abs(x.sum()) / math.sqrt(np.sum(x**2))
+        assert p == pytest.approx(2 * scipy_stats.norm.sf(z), abs=0.015)
+
+
+def test_sign_flip_test_edge_cases_and_seeding() -> None:
+    assert stats.sign_flip_test(np.zeros(10)) == 1.0
+    d = np.array([0.3, 0.6, 0.3, 0.0, 0.9] * 20)  # all non-negative: far beyond chance
+    assert stats.sign_flip_test(d, n_resamples=999) == pytest.approx(1 / 1000)
+    x = np.random.default_rng(0).choice([-0.3, 0.0, 0.3, 0.6], size=300)
+    assert stats.sign_flip_test(x, seed=5) == stats.sign_flip_test(x, seed=5)
+    with pytest.raises(ValueError):
+        stats.sign_flip_test([])
+
+
+def test_paired_test_picks_mcnemar_for_right_wrong_and_sign_flip_for_soft_scores() -> None:
+    a = np.array([1.0] * 20 + [0.0] * 20)
+    b = np.array([1.0] * 18 + [0.0] * 2 + [1.0] * 9 + [0.0] * 11)
+    assert stats.paired_test(a, b) == (stats.mcnemar_exact(2, 9), "mcnemar")
+    # Every soft score rises from 0 to 0.3: no question crosses one half, yet B is better.
+    soft_a, soft_b = np.zeros(60), np.full(60, 0.3)
+    p, test = stats.paired_test(soft_a, soft_b, n_resamples=2000, seed=0)
+    assert test == "sign-flip" and p == pytest.approx(1 / 2001)
+
+
+def test_welch_by_hand() -> None:
+    # Welch (1947) statistic and Welch-Satterthwaite degrees of freedom, written out.
     a, b = [61.2, 60.4, 62.0, 61.7], [63.0, 62.1, 64.4]
     t, df, p = stats.welch_t_test(a, b)
-    ref = scipy_stats.ttest_ind(a, b, equal_var=False)
-    assert t == pytest.approx(ref.statistic, rel=1e-9)
-    assert p == pytest.approx(ref.pvalue, rel=1e-7)
-    assert df > 2
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 3
+    assert t == pytest.approx((np.mean(a) - np.mean(b)) / math.sqrt(va + vb), rel=1e-12)
+    assert df == pytest.approx((va + vb) ** 2 / (va**2 / 3 + vb**2 / 2), rel=1e-12)
+    assert p == pytest.approx(2 * scipy_stats.t.sf(abs(t), df), rel=1e-9)
+    assert all(math.isnan(v) for v in stats.welch_t_test([1.0, 1.0], [2.0, 2.0]))
 
 
-def test_holm_on_known_list() -> None:
-    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> monotone 0.06
+def test_holm_published_example() -> None:
+    # Holm-Bonferroni example (Wikipedia, "Holm-Bonferroni method"): four hypotheses with
+    # p = 0.01, 0.04, 0.03, 0.005 at alpha = 0.05 reject H1 and H4 only.
     adjusted, rejected = stats.holm([0.01, 0.04, 0.03, 0.005], alpha=0.05)
-    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert rejected == [True, False, False, True]
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_matches_r_p_adjust() -> None:
+    # R: p.adjust(c(0.01, 0.02, 0.03, 0.04, 0.05), "holm") -> 0.05 0.08 0.09 0.09 0.09
+    adjusted, _ = stats.holm([0.01, 0.02, 0.03, 0.04, 0.05])
+    assert adjusted == pytest.approx([0.05, 0.08, 0.09, 0.09, 0.09])
 
 
 def test_holm_caps_at_one_and_skips_nan() -> None:
@@ -149,3 +211,15 @@ def test_holm_rejections_match_step_down_procedure() -> None:
                 break
             expected[i] = True
         assert rejected == expected
+
+
+@pytest.mark.parametrize("confidence,n_resamples,match", [
+    (1.5, 1000, "--confidence 1.5"), (0.0, 1000, "--confidence 0"), (1.0, 1000, "--confidence 1"),
+    (0.95, 0, "--resamples 0"), (0.95, -3, "--resamples -3"),
+])
+def test_check_options_refuses_levels_and_resample_counts(
+    confidence: float, n_resamples: int, match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        stats.check_options(confidence, n_resamples)
+    stats.check_options(0.95, 1)

@@ -179,7 +179,8 @@ def compare(
     seed: SeedOpt = 0,
 ) -> None:
     """Compare B against A question by question: differences, paired bootstrap intervals,
-    exact McNemar p-values, per-category differences and the questions that flipped."""
+    paired p-values (exact McNemar on right/wrong scores, a sign-flip permutation test on
+    soft scores such as VQA's), per-category differences and the questions that flipped."""
     try:
         result = compare_paths(a, b, split=split, metric=metric, confidence=confidence,
                                n_resamples=resamples, seed=seed)
@@ -203,12 +204,12 @@ def print_comparison(c: Comparison, console: Console, max_flips: int) -> None:
         console.print(f"  {side.label}: {escape(side.first.variant)} "
                       f"({len(side.runs)} seed(s): {escape(ids)})")
     table = Table(title="Metrics (Δ = B − A)", title_justify="left")
-    for h in ("Metric", "A", "B", "Δ", f"{level}% CI", "p (McNemar)"):
-        table.add_column(h, justify="left" if h == "Metric" else "right")
+    for h in ("Metric", "A", "B", "Δ", f"{level}% CI", "p", "test"):
+        table.add_column(h, justify="left" if h in ("Metric", "test") else "right")
     for d in c.metrics:
         ci = "-" if d.ci_low is None else f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}]"
         delta = "-" if d.delta is None else f"{d.delta:+.2f}"
-        table.add_row(d.name, fmt(d.a), fmt(d.b), delta, ci, fmt_p(d.p_value))
+        table.add_row(d.name, fmt(d.a), fmt(d.b), delta, ci, fmt_p(d.p_value), d.test or "-")
     console.print(table)
     if c.categories:
         table = Table(title="Per category", title_justify="left")

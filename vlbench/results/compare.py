@@ -1,9 +1,12 @@
 """Compare two runs (or two groups of seeds) question by question.
 
 Differences are B - A. Metrics that are means over questions (or, for NLVR2 consistency,
-over sentences) get a paired bootstrap interval over the aligned units and an exact McNemar
-p-value on the discordant units; other metrics get the plain difference of the run records.
-Runs on different tasks, splits or data are refused: their numbers are not comparable.
+over sentences) get a paired bootstrap interval over exactly the units the official metric
+counts (GQA: balanced questions) and a paired test: exact McNemar on right/wrong units, a
+sign-flip permutation test on soft scores (VQA, means over seeds). Such a metric is paired
+only when its per-question scores rebuild the run records' values, so that delta = B - A;
+other metrics get the plain difference of the run records. Runs on different tasks, splits
+or data are refused: their numbers are not comparable.
 """
 
 from __future__ import annotations
@@ -19,15 +22,23 @@ from vlbench.results.leaderboard import split_metrics
 from vlbench.results.questions import (
     CORRECT_THRESHOLD,
     QuestionTable,
+    agrees,
     align,
+    breakdown_name,
     category_kinds,
+    category_labels,
+    counted,
     discordant,
     load_questions,
     paired_units,
+    unmarked_balance,
 )
 from vlbench.results.records import Run, find_runs
 from vlbench.results.select import display_value
-from vlbench.results.stats import bootstrap_interval, holm, mcnemar_exact
+from vlbench.results.stats import bootstrap_interval, check_options, holm, paired_test
+
+# Names of the paired tests in notes.
+TEST_NAMES = {"mcnemar": "exact McNemar test", "sign-flip": "paired sign-flip permutation test"}
 
 
 @dataclass
@@ -64,6 +75,7 @@ class Difference:
     source: str = "per_question"  # or "run.json" when only the records' values are known
     kind: str | None = None  # category family (answer_type, structural, ...) for categories
     p_holm: float | None = None
+    test: str | None = None  # "mcnemar" or "sign-flip" (see stats.paired_test), None if none
 
 
 @dataclass
@@ -93,7 +105,7 @@ class Comparison:
     metric: str
     confidence: float
     n_resamples: int
-    n_questions: int
+    n_questions: int  # questions the official metrics count (GQA: balanced ones)
     metrics: list[Difference]
     categories: list[Difference]
     table: dict[str, int]  # McNemar counts on the headline metric
@@ -105,14 +117,14 @@ class Comparison:
         return next(d for d in self.metrics if d.name == self.metric)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict; the headline's ``delta``, ``ci_low``, ``ci_high``, ``p_value`` sit
-        at the top level as well as in ``metrics``."""
+        """JSON-ready dict; the headline's ``delta``, ``ci_low``, ``ci_high``, ``p_value`` and
+        ``test`` sit at the top level as well as in ``metrics``."""
         head = self.headline
         return {
             "a": self.a.to_json(), "b": self.b.to_json(), "task": self.task, "split": self.split,
             "data_fingerprint": self.fingerprint, "synthetic": self.synthetic,
             "metric": self.metric, "delta": head.delta, "ci_low": head.ci_low,
-            "ci_high": head.ci_high, "p_value": head.p_value,
+            "ci_high": head.ci_high, "p_value": head.p_value, "test": head.test,
             "confidence": self.confidence, "n_resamples": self.n_resamples,
             "n_questions": self.n_questions,
             "metrics": [_diff_json(d) for d in self.metrics],
@@ -183,23 +195,62 @@ def _mean_record_value(side: Side, split: str, name: str) -> float | None:
 
 
 def _paired(name: str, ua: np.ndarray, ub: np.ndarray, opts: dict[str, Any]) -> Difference:
+    """Paired bootstrap interval and paired test of B - A over aligned units (in percent)."""
     delta, low, high = bootstrap_interval(ub - ua, **opts)
-    _, a_only, b_only, _ = discordant(ua, ub)
+    p, test = paired_test(ua, ub, n_resamples=opts["n_resamples"], seed=opts["seed"])
     return Difference(name, 100.0 * float(ua.mean()), 100.0 * float(ub.mean()), 100.0 * delta,
-                      100.0 * low, 100.0 * high, mcnemar_exact(a_only, b_only), int(ua.size))
+                      100.0 * low, 100.0 * high, p, int(ua.size), test=test)
 
 
-def _categories(qa: QuestionTable, qb: QuestionTable, opts: dict[str, Any]) -> list[Difference]:
+def _disagreement(qa: QuestionTable, name: str, d: Difference, ra: float | None,
+                  rb: float | None) -> str | None:
+    """Why the per-question scores are not the records' ``name`` (None when they are)."""
+    if ra is None or rb is None or (agrees(d.a, ra) and agrees(d.b, rb)):
+        return None
+    why = (" (the GQA per-question records do not mark balanced questions)"
+           if unmarked_balance(qa) else "")
+    return (f"{name}: per-question scores give A {d.a:.2f}, B {d.b:.2f}, the run records "
+            f"{ra:.2f}, {rb:.2f}{why}; no interval or test. Rescore the runs "
+            "(vlbench leaderboard --rescore RUN ...) to rewrite their per-question files")
+
+
+def _metric(name: str, a: Side, b: Side, split: str, qa: QuestionTable, qb: QuestionTable,
+            opts: dict[str, Any], notes: list[str]) -> Difference:
+    """B - A on one metric: paired over units when they rebuild the records, else records.
+
+    Paired or not, a metric the records report shows their values and delta = B - A (the
+    per-question means may differ from them by rounding).
+    """
+    ra, rb = _mean_record_value(a, split, name), _mean_record_value(b, split, name)
+    units = paired_units(qa, qb, name)
+    if units is not None:
+        d = _paired(name, *units, opts)
+        problem = _disagreement(qa, name, d, ra, rb)
+        if problem is None:
+            if ra is not None and rb is not None:
+                d.a, d.b, d.delta = ra, rb, rb - ra
+            return d
+        notes.append(problem)
+    delta = None if ra is None or rb is None else rb - ra
+    return Difference(name, ra, rb, delta, source="run.json")
+
+
+def _categories(a: Side, b: Side, split: str, qa: QuestionTable, qb: QuestionTable,
+                opts: dict[str, Any], notes: list[str]) -> list[Difference]:
+    """Per-category differences (the breakdowns), Holm-corrected within each family.
+
+    A category whose per-question scores do not rebuild the records' breakdown is left out
+    (with a note): its interval and test would be about other questions.
+    """
     out: list[Difference] = []
-    sa, sb = qa.scores.mean(axis=0), qb.scores.mean(axis=0)
     for kind in category_kinds(qa):
-        labels = np.array(qa.types(kind))
         family = []
-        for category in sorted(set(labels) - {""}):
-            mask = labels == category
-            d = _paired(category, sa[mask], sb[mask], opts)
-            d.kind = kind
-            family.append(d)
+        for category in category_labels(qa, kind):
+            name = breakdown_name(kind, category)
+            d = _metric(name, a, b, split, qa, qb, opts, notes)
+            if d.source == "per_question":
+                d.name, d.kind = category, kind
+                family.append(d)
         adjusted, _ = holm([d.p_value for d in family])
         for d, p in zip(family, adjusted, strict=True):
             d.p_holm = p
@@ -208,9 +259,11 @@ def _categories(qa: QuestionTable, qb: QuestionTable, opts: dict[str, Any]) -> l
 
 
 def _flips(qa: QuestionTable, qb: QuestionTable) -> list[Flip]:
+    """Counted questions right under one side and wrong under the other."""
     sa, sb = qa.scores.mean(axis=0), qb.scores.mean(axis=0)
+    flipped = ((sa > CORRECT_THRESHOLD) != (sb > CORRECT_THRESHOLD)) & counted(qa)
     flips = []
-    for i in np.flatnonzero((sa > CORRECT_THRESHOLD) != (sb > CORRECT_THRESHOLD)):
+    for i in np.flatnonzero(flipped):
         flips.append(Flip(
             id=qa.ids[i], question=str(qa.rows[i].get("question", "")), answer=qa.gold(i),
             a_prediction=qa.prediction(i), b_prediction=qb.prediction(i),
@@ -218,6 +271,18 @@ def _flips(qa: QuestionTable, qb: QuestionTable) -> list[Flip]:
             change="fixed" if sb[i] > CORRECT_THRESHOLD else "broken",
         ))
     return flips
+
+
+def _test_note(diffs: list[Difference], n_resamples: int) -> str | None:
+    """Which test gave the p-values, when it is not McNemar for all of them."""
+    soft = [d.name if d.kind is None else f"{d.kind} {d.name}" for d in diffs
+            if d.test == "sign-flip"]
+    if not soft:
+        return None
+    others = (f"; the other p-values: {TEST_NAMES['mcnemar']}"
+              if any(d.test == "mcnemar" for d in diffs) else "")
+    return (f"p-values of {', '.join(soft)}: {TEST_NAMES['sign-flip']} on the per-question "
+            f"scores ({n_resamples} resamples), as they are not right/wrong{others}")
 
 
 def compare_sides(
@@ -230,7 +295,12 @@ def compare_sides(
     n_resamples: int = 10_000,
     seed: int = 0,
 ) -> Comparison:
-    """Compare ``b`` against ``a`` on ``split`` (default: the split both report)."""
+    """Compare ``b`` against ``a`` on ``split`` (default: the split both report).
+
+    Raises :class:`ConfigError` for an interval level outside (0, 1) or fewer than one
+    resample, and :class:`DataError` for runs that cannot be compared.
+    """
+    check_options(confidence, n_resamples)
     check_comparable(a, b)
     split = _split(a, b, split)
     qa = load_questions(a.runs, split)
@@ -241,29 +311,20 @@ def compare_sides(
     names = [head] + [n for n in dict.fromkeys(
         n for side in (a, b) for r in side.runs for n in split_metrics(r, split, False)
     ) if n != head]
-    diffs = []
-    for name in names:
-        ra, rb = _mean_record_value(a, split, name), _mean_record_value(b, split, name)
-        units = paired_units(qa, qb, name)
-        if units is None:
-            delta = None if ra is None or rb is None else rb - ra
-            diffs.append(Difference(name, ra, rb, delta, source="run.json"))
-            continue
-        d = _paired(name, *units, opts)
-        if ra is not None and rb is not None and abs((rb - ra) - d.delta) > 0.05:
-            notes.append(f"{name}: per-question scores give a difference of {d.delta:.2f}, the "
-                         f"run records {rb - ra:.2f}; rescore the runs with --rescore")
-        d.a, d.b = (ra if ra is not None else d.a), (rb if rb is not None else d.b)
-        diffs.append(d)
+    diffs = [_metric(name, a, b, split, qa, qb, opts, notes) for name in names]
     if diffs[0].delta is None:
         raise DataError(f"cannot compare on {head!r}: the runs do not report it on {split!r}")
+    cats = _categories(a, b, split, qa, qb, opts, notes)
+    note = _test_note(diffs + cats, n_resamples)
+    if note is not None:
+        notes.append(note)
     ua, ub = paired_units(qa, qb, head) or paired_units(qa, qb, "accuracy")
     both, a_only, b_only, neither = discordant(ua, ub)
     first = a.first
     return Comparison(
         a=a, b=b, task=first.task, split=split, fingerprint=first.fingerprint,
         synthetic=first.synthetic, metric=head, confidence=confidence, n_resamples=n_resamples,
-        n_questions=len(qa.ids), metrics=diffs, categories=_categories(qa, qb, opts),
+        n_questions=int(counted(qa).sum()), metrics=diffs, categories=cats,
         table={"both_right": both, "a_only": a_only, "b_only": b_only, "both_wrong": neither},
         flips=_flips(qa, qb), notes=notes,
     )

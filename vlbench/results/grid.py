@@ -1,9 +1,10 @@
 """Grids (e.g. ablations): every row against a reference row, Holm-corrected.
 
 Each row on the same data as the reference gets the difference of the headline metric, a
-p-value (Welch's t over seeds when both rows have two or more seeds, otherwise the exact
-McNemar test over aligned questions) and a verdict that survives Holm's correction for the
-number of rows compared.
+p-value (Welch's t over seeds when both rows have two or more seeds, otherwise a paired test
+over the questions the metric counts: exact McNemar on right/wrong scores, a sign-flip
+permutation test on soft ones) and a verdict that survives Holm's correction for the number
+of rows compared.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 from vlbench.errors import ConfigError, DataError
 from vlbench.results.leaderboard import Leaderboard, Row, Versus, split_metrics
-from vlbench.results.questions import QuestionTable, discordant, paired_units
+from vlbench.results.questions import QuestionTable, agrees, paired_units
 from vlbench.results.select import Filter
-from vlbench.results.stats import holm, mcnemar_exact, welch_t_test
+from vlbench.results.stats import holm, paired_test, welch_t_test
 
 QuestionSource = Callable[[Row], QuestionTable | None]
 
@@ -25,8 +26,14 @@ def _seed_values(row: Row, metric: str) -> list[float]:
     return [v for v in values if v is not None]
 
 
-def compare_rows(ref: Row, row: Row, metric: str, questions: QuestionSource) -> Versus:
-    """Difference ``row - ref`` on ``metric`` and the p-value of the fitting test."""
+def compare_rows(
+    ref: Row, row: Row, metric: str, questions: QuestionSource, *, n_resamples: int = 10_000,
+    seed: int = 0,
+) -> Versus:
+    """Difference ``row - ref`` on ``metric`` and the p-value of the fitting test.
+
+    ``n_resamples`` and ``seed`` drive the sign-flip test on soft per-question scores.
+    """
     delta = row.value(metric) - ref.value(metric)
     delta_or_none = None if math.isnan(delta) else delta
     a, b = _seed_values(ref, metric), _seed_values(row, metric)
@@ -44,12 +51,18 @@ def compare_rows(ref: Row, row: Row, metric: str, questions: QuestionSource) -> 
         return Versus(delta_or_none, None, None, note=str(err))
     if units is None:
         return Versus(delta_or_none, None, None, note=f"{metric} is not a mean over questions")
-    _, a_only, b_only, _ = discordant(*units)
-    return Versus(delta_or_none, mcnemar_exact(a_only, b_only), "mcnemar")
+    ua, ub = units
+    if not (agrees(100.0 * float(ua.mean()), ref.value(metric))
+            and agrees(100.0 * float(ub.mean()), row.value(metric))):
+        return Versus(delta_or_none, None, None,
+                      note=f"per-question scores do not give the run records' {metric}")
+    p, test = paired_test(ua, ub, n_resamples=n_resamples, seed=seed)
+    return Versus(delta_or_none, p, test)
 
 
 def mark_reference(
-    board: Leaderboard, reference: Sequence[Filter], alpha: float, questions: QuestionSource
+    board: Leaderboard, reference: Sequence[Filter], alpha: float, questions: QuestionSource,
+    *, n_resamples: int = 10_000, seed: int = 0,
 ) -> None:
     """Mark the reference row of each section and fill ``versus`` of the others (in place).
 
@@ -72,7 +85,8 @@ def mark_reference(
         ref.is_reference = True
         family = [r for r in rows if r is not ref]
         for row in family:
-            row.versus = compare_rows(ref, row, section.metric, questions)
+            row.versus = compare_rows(ref, row, section.metric, questions,
+                                      n_resamples=n_resamples, seed=seed)
         p_values = [math.nan if r.versus.p_value is None else r.versus.p_value for r in family]
         adjusted, rejected = holm(p_values, alpha)
         for row, p_adj, reject in zip(family, adjusted, rejected, strict=True):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vlbench.errors import ConfigError, DataError
-from vlbench.results.questions import QuestionTable, load_questions, unit_values
+from vlbench.results.questions import QuestionTable, agrees, load_questions, unit_values
 from vlbench.results.records import Problem, Run
 from vlbench.results.select import (
     Filter,
@@ -26,7 +26,7 @@ from vlbench.results.select import (
     parse_filters,
     run_value,
 )
-from vlbench.results.stats import Interval, bootstrap_interval, t_interval
+from vlbench.results.stats import Interval, bootstrap_interval, check_options, t_interval
 
 DEFAULT_GROUP_BY = ("model", "variant", "objectives")
 # Always part of a group, whatever --group-by says.
@@ -39,7 +39,7 @@ class Versus:
 
     delta: float | None
     p_value: float | None
-    test: str | None  # "welch-t" over seeds, "mcnemar" over questions, or None
+    test: str | None  # "welch-t" over seeds; "mcnemar" or "sign-flip" over questions; None
     p_holm: float | None = None
     significant: bool = False
     note: str | None = None
@@ -247,12 +247,21 @@ def _summarise(row: Row, opts: _Options) -> None:
 
 
 def _bootstrap_single(row: Row, name: str, summary: Interval, opts: _Options) -> Interval:
-    """A single run's interval: bootstrap over questions when the metric is a mean of them."""
+    """A single run's interval: bootstrap over the questions the metric averages.
+
+    Per-question scores that do not average to the run record's value (stale files, or GQA
+    records that do not mark balanced questions) would give an interval around another
+    number: the row then gets no interval, and a note says why.
+    """
     if len(row.runs) != 1:
         return summary
     table = group_questions(row, opts)
     units = unit_values(table, name) if table is not None else None
     if units is None:
+        return summary
+    if not agrees(100.0 * float(units[0].mean()), summary.mean):
+        opts.notes.append(f"no per-question interval for {row.label} {name}: its per-question "
+                          "scores do not give the run record's value; rescore the run")
         return summary
     _, low, high = bootstrap_interval(
         units[0], confidence=opts.confidence, n_resamples=opts.n_resamples, seed=opts.seed
@@ -341,8 +350,10 @@ def build_leaderboard(
     ``split`` None reports each run's default split (the last of its ``eval_splits``);
     ``"all"`` reports every evaluated split. ``reference`` (``key=value`` conditions) picks
     the reference row of a grid: every other row on the same data gets a difference, a test
-    (Welch's t over seeds, else exact McNemar over questions) and a Holm-corrected verdict.
+    (Welch's t over seeds, else a paired test over questions) and a Holm-corrected verdict.
+    Raises :class:`ConfigError` for a ``confidence`` outside (0, 1) or ``n_resamples`` < 1.
     """
+    check_options(confidence, n_resamples)
     keys = list(dict.fromkeys(group_by or DEFAULT_GROUP_BY))
     notes: list[str] = []
     # A breakdown named as the headline (per_answer_type.yes/no) needs the breakdowns.
@@ -393,6 +404,6 @@ def build_leaderboard(
 
         mark_reference(
             board, parse_filters(reference, "--reference"), alpha,
-            questions=lambda row: group_questions(row, opts),
+            questions=lambda row: group_questions(row, opts), n_resamples=n_resamples, seed=seed,
         )
     return board

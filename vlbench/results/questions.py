@@ -2,7 +2,10 @@
 
 The per-question scores let statistics resample questions: a metric that is a mean over
 questions (accuracy, GQA binary/open, a per-type breakdown) or over sentences (NLVR2
-consistency) is rebuilt here from "units" whose mean, times 100, is the metric.
+consistency) is rebuilt here from "units" whose mean, times 100, is the metric. The units
+are exactly those the official metric counts: GQA scores balanced questions only (a row
+with ``"balanced": false`` is left out), VQA every question with its soft score, NLVR2
+consistency every sentence.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ from vlbench.results.records import Run, read_jsonl
 # right answer; for VQA's soft accuracy at least two of ten annotators gave the answer; for a
 # group of seeds, the majority of seeds.
 CORRECT_THRESHOLD = 0.5
-# Breakdown metric name -> key of the per-question "types" object it is computed over.
-BREAKDOWN_TYPES = {
-    "per_answer_type": "answer_type",
-    "per_question_type": "question_type",
-    "per_structural": "structural",
-    "per_semantic": "semantic",
-}
+# Key of a per-question row that says whether the official metrics count it (GQA's
+# isBalanced); rows without it count.
+BALANCED_KEY = "balanced"
+# A breakdown metric ``per_<kind>.<category>`` averages the questions whose "types" object
+# maps <kind> to <category> (per_answer_type.yes/no, per_structural.query, ...).
+BREAKDOWN_PREFIX = "per_"
+# How far (percentage points) a mean of per-question scores may sit from the run record's
+# value and still be the same metric: both may be rounded to two decimals (VQA's are).
+RECORD_TOLERANCE = 0.01 + 1e-9
 # Category families shown by ``compare``, per task (others: every key found in "types").
 CATEGORY_KINDS = {"vqa": ("answer_type",), "gqa": ("structural", "semantic"), "nlvr2": ()}
 
@@ -130,20 +135,50 @@ def nlvr2_sentence_keys(ids: Sequence[str]) -> list[str]:
     return keys
 
 
+def counted(table: QuestionTable) -> np.ndarray:
+    """Which questions the task's official metrics count (GQA: the balanced ones)."""
+    if table.task.lower() != "gqa":
+        return np.ones(len(table.ids), dtype=bool)
+    return np.array([row.get(BALANCED_KEY, True) is not False for row in table.rows], dtype=bool)
+
+
+def unmarked_balance(table: QuestionTable) -> bool:
+    """Whether GQA rows lack the balanced mark, so unbalanced questions cannot be left out."""
+    return table.task.lower() == "gqa" and any(BALANCED_KEY not in r for r in table.rows)
+
+
+def breakdown_name(kind: str, category: str) -> str:
+    """The breakdown metric of one category, e.g. ``per_answer_type.yes/no``."""
+    return f"{BREAKDOWN_PREFIX}{kind}.{category}"
+
+
+def category_labels(table: QuestionTable, kind: str) -> list[str]:
+    """The categories of ``kind`` among the counted questions, sorted."""
+    labels = [t for t, keep in zip(table.types(kind), counted(table), strict=True) if keep]
+    return sorted(set(labels) - {""})
+
+
+def _masked(table: QuestionTable, mask: np.ndarray) -> np.ndarray | None:
+    """Scores of the counted questions selected by ``mask``; None when there are none."""
+    mask = mask & counted(table)
+    return table.scores[:, mask] if mask.any() else None
+
+
 def unit_values(table: QuestionTable, metric: str) -> np.ndarray | None:
     """Per-unit values ``[n_runs, n_units]`` whose mean x 100 is ``metric``, or None.
 
-    Units are questions (accuracy, GQA binary/open, breakdowns named like
-    ``per_answer_type.yes/no``) or sentences (NLVR2 consistency). Metrics that are not a
-    mean over questions (GQA validity, distribution, ...) return None.
+    Units are the questions the official metric counts (accuracy, GQA binary/open,
+    breakdowns named like ``per_answer_type.yes/no``) or sentences (NLVR2 consistency).
+    Metrics that are not a mean over such units (GQA validity, distribution, ...) return
+    None.
     """
     task = table.task.lower()
+    everything = np.ones(len(table.ids), dtype=bool)
     if metric == "accuracy":
-        return table.scores
+        return _masked(table, everything)
     if task == "gqa" and metric in ("binary", "open"):
-        is_open = np.array([t == "query" for t in table.types("structural")])
-        mask = is_open if metric == "open" else ~is_open
-        return table.scores[:, mask] if mask.any() else None
+        is_open = np.array([t == "query" for t in table.types("structural")], dtype=bool)
+        return _masked(table, is_open if metric == "open" else ~is_open)
     if task == "nlvr2" and metric == "consistency":
         keys = nlvr2_sentence_keys(table.ids)
         groups = {k: i for i, k in enumerate(dict.fromkeys(keys))}
@@ -154,10 +189,15 @@ def unit_values(table: QuestionTable, metric: str) -> np.ndarray | None:
             np.add.at(out[r], index, wrong[r])
         return (out == 0).astype(float)
     family, _, category = metric.partition(".")
-    if family in BREAKDOWN_TYPES and category:
-        mask = np.array([t == category for t in table.types(BREAKDOWN_TYPES[family])])
-        return table.scores[:, mask] if mask.any() else None
+    if family.startswith(BREAKDOWN_PREFIX) and category:
+        kind = family.removeprefix(BREAKDOWN_PREFIX)
+        return _masked(table, np.array([t == category for t in table.types(kind)], dtype=bool))
     return None
+
+
+def agrees(per_question: float, record: float) -> bool:
+    """Whether a metric rebuilt from per-question scores is the run record's value."""
+    return abs(per_question - record) <= RECORD_TOLERANCE
 
 
 def category_kinds(table: QuestionTable) -> list[str]:

@@ -114,8 +114,9 @@ def footnote(board: Leaderboard) -> str:
     text = (f"Mean ± std over seeds; {level}% CI: t over seeds, or bootstrap over questions "
             "for a single run (†).")
     if any(has_grid(s) for s in board.sections):
-        text += (" Δ vs ref: difference to the reference row; p: Welch's t over seeds or exact "
-                 "McNemar over questions, Holm-corrected; * significant.")
+        text += (" Δ vs ref: difference to the reference row; p: Welch's t over seeds, or over "
+                 "questions exact McNemar (right/wrong) or a sign-flip test (soft scores), "
+                 "Holm-corrected; * significant.")
     return text
 
 
