@@ -1,4 +1,9 @@
-"""Built-in model plugins (importing this package registers them)."""
+"""Built-in model families: every sub-package but ``common`` is one, and importing it
+registers it (its spec, model names and checkpoint formats)."""
 
-from vlbench.models.lxmert import formats as _lxmert_formats  # noqa: F401
-from vlbench.models.lxmert import modeling as _lxmert  # noqa: F401
+import importlib
+import pkgutil
+
+for _info in pkgutil.iter_modules(__path__):
+    if _info.ispkg and _info.name != "common":
+        importlib.import_module(f"{__name__}.{_info.name}")

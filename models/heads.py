@@ -6,10 +6,12 @@ Parameter names follow the released LXMERT fine-tuning code (``logit_fc.0/2/3``)
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
-from .lxmert.init import init_bert_weights
-from .lxmert.linear import Linear
+from .common.init import init_bert_weights
+from .common.linear import Linear
 
 
 def _logit_fc(in_features: int, hidden: int, out_features: int, eps: float) -> nn.Sequential:
@@ -37,9 +39,9 @@ class QAHead(nn.Module):
         self.logit_fc = _logit_fc(hidden_size, 2 * hidden_size, num_answers, layer_norm_eps)
         self.apply(lambda m: init_bert_weights(m, initializer_range))
 
-    def forward(self, pooled: Tensor) -> Tensor:
-        """(B, H) pooled states -> (B, num_answers) logits."""
-        return self.logit_fc(pooled)
+    def forward(self, pooled: Any, batch: Any = None) -> Tensor:
+        """(B, H) pooled states (or a backbone output: its ``.pooled``) -> (B, num_answers)."""
+        return self.logit_fc(getattr(pooled, "pooled", pooled))
 
 
 class NLVR2Head(nn.Module):
@@ -54,10 +56,12 @@ class NLVR2Head(nn.Module):
         self.logit_fc = _logit_fc(2 * hidden_size, 2 * hidden_size, 2, layer_norm_eps)
         self.apply(lambda m: init_bert_weights(m, initializer_range))
 
-    def forward(self, pooled: Tensor) -> Tensor:
-        """Pooled states of the two images of each example -> (B, 2) logits.
+    def forward(self, pooled: Any, batch: Any = None) -> Tensor:
+        """Pooled states of the two images of each example (or a backbone output: its
+        ``.pooled``) -> (B, 2) logits.
 
         Accepts (B, 2, H), (B, 2H), or (2B, H) with the two images of an example adjacent
         (the released code's layout).
         """
+        pooled = getattr(pooled, "pooled", pooled)
         return self.logit_fc(pooled.reshape(-1, 2 * self.hidden_size))

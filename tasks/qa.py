@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vlbench.engine.task import Task
+from vlbench.engine.backbone import ModelSpec
+from vlbench.engine.task import Task, TaskModel
 from vlbench.errors import DataError
 from vlbench.models.heads import QAHead
 
@@ -32,26 +33,17 @@ class QAExample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class QAModel(nn.Module):
-    """Backbone + LXMERT's answer head on the pooled [CLS] representation."""
-
-    def __init__(self, backbone: nn.Module, num_answers: int):
-        super().__init__()
-        self.backbone = backbone
-        self.answer_head = QAHead(backbone.config.hidden_size, num_answers)
+class QAModel(TaskModel):
+    """Backbone + an answer head (``heads.qa``): LXMERT's on the pooled [CLS] state, unless
+    the model family has its own."""
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        out = self.backbone(**backbone_inputs(batch))
-        return self.answer_head(out.pooled)
+        return self.heads["qa"](self.encode(batch), batch)
 
 
-BACKBONE_KEYS = (
-    "input_ids", "attention_mask", "token_type_ids", "visual_feats", "visual_pos", "visual_attention_mask",
-)
-
-
-def backbone_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return {k: batch[k] for k in BACKBONE_KEYS}
+def lxmert_qa_head(config: Any, num_answers: int) -> nn.Module:
+    """LXMERT's answer classifier, sized by the backbone config."""
+    return QAHead(config.hidden_size, num_answers, config.layer_norm_eps, config.initializer_range)
 
 
 def encode_inputs(tokenizer: Any, features: Any, questions: list[str], img_ids: list[str],
@@ -115,8 +107,15 @@ class QATask(Task):
         batch["ids"] = [e.qid for e in examples]
         return batch
 
-    def build_model(self, backbone: nn.Module) -> nn.Module:
-        return QAModel(backbone, len(self.answers))
+    def build_model(self, backbone: nn.Module, spec: ModelSpec) -> nn.Module:
+        head = spec.head("qa", backbone.config, lxmert_qa_head, num_answers=len(self.answers))
+        return QAModel(backbone, {"qa": head})
+
+    def init_from(self, model: nn.Module, source: Any, say: Any = print) -> dict[str, Any]:
+        """Answer rows from the checkpoint's QA head for the answers both tables share."""
+        from vlbench.tasks.answer_transfer import transfer_answers
+
+        return transfer_answers(self, model, source, say)
 
     def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         # LXMERT: mean BCE times the number of answers, i.e. summed over answers.

@@ -172,3 +172,11 @@ def test_ablate_runs_end_to_end_and_skips_finished_cells(small_world: Path, tmp_
     assert all(c["skipped"] for c in again["cells"])
     assert sorted(p.parent for p in out.glob("cells/*/*/run.json")) == runs
     assert again["rows"] == summary["rows"]
+
+
+def test_paired_p_is_the_paired_t_test():
+    from vlbench.engine.ablate import _paired_p
+
+    # diffs 1..5: t = 3 / (sqrt(2.5) / sqrt(5)) = 4.2426 on 4 df, two-sided p = 0.01324
+    assert _paired_p([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(0.013236, abs=1e-6)
+    assert _paired_p([1.0]) is None and _paired_p([2.0, 2.0]) is None

@@ -267,7 +267,7 @@ def test_native_round_trip_and_hf_round_trip_are_exact(tmp_path):
     out = save_native(tmp_path / "native", model, {"qa": qa, "nlvr2": nlvr2, "gqa": gqa},
                       answers=ANSWERS, extra={"run": "r1"})
     meta = json.loads((out / "config.json").read_text())
-    assert meta["model"] == "lxmert" and meta["config"]["hidden_size"] == 32
+    assert meta["model"] == "lxmert" and meta["config"]["model"]["hidden_size"] == 32
     assert meta["run"] == "r1"
     assert meta["heads"] == {"qa": "QAHead", "nlvr2": "NLVR2Head", "gqa": "QAHead"}
     assert detect_format(out) == "vlbench"
@@ -305,7 +305,7 @@ def test_native_pretraining_heads_save_the_tied_decoder_once(tmp_path):
 def test_native_bad_config_names_file_and_key(tmp_path):
     out = save_native(tmp_path, tiny_model())
     meta = json.loads((out / "config.json").read_text())
-    meta["config"]["hiden_size"] = 3
+    meta["config"]["model"]["hiden_size"] = 3
     (out / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"config\.json.*'hiden_size'.*hidden_size"):
         load_checkpoint(out)
@@ -359,3 +359,24 @@ def test_unreadable_and_unknown_inputs(tmp_path):
         load_checkpoint(tmp_path / "nowhere")
     with pytest.raises(CheckpointError, match="unknown checkpoint format"):
         load_checkpoint(odd, fmt="onnx")
+
+
+def test_native_pretraining_heads_keep_their_stored_label_counts(tmp_path):
+    # Pre-training sizes the QA head to its answer list (and the visual decoders to the
+    # world's labels), not to the backbone config's num_qa_labels / num_object_labels.
+    import dataclasses
+
+    from vlbench.models.lxmert.spec import pretraining_heads
+
+    model = tiny_model()
+    config = dataclasses.replace(model.config, num_object_labels=7, num_attr_labels=3)
+    heads = pretraining_heads(config, model, ("obj", "attr", "feat"), num_answers=3)
+    out = save_native(tmp_path, model, {"pretraining": heads}, answers=ANSWERS[:3])
+    loaded = load_checkpoint(out)
+    assert loaded.report.clean, str(loaded.report)
+    backbone = loaded.build_backbone()
+    rebuilt = loaded.build_head("pretraining", backbone)
+    assert rebuilt.answer_head.num_answers == 3
+    assert rebuilt.obj_predict_head.decoder_dict["obj"].out_features == 7
+    assert rebuilt.obj_predict_head.decoder_dict["attr"].out_features == 3
+    assert_same_state(rebuilt.state_dict(), heads.state_dict())

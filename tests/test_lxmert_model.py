@@ -222,7 +222,7 @@ def test_config_presets_overrides_and_errors():
 def test_registered_as_lxmert():
     from vlbench.registry import MODELS
 
-    assert MODELS.get("lxmert") is LxmertModel
+    assert MODELS.get("lxmert").spec.backbone_class is LxmertModel
     assert "9/5/5" in MODELS.entry("lxmert").description
 
 
@@ -254,7 +254,7 @@ def test_nlvr2_head_pairs_adjacent_pooled_states():
 
 def test_layout_aware_bf16_linear_matches_standard():
     """The CPU bf16 GEMM path gives the standard results and gradients (fp32 masters)."""
-    from vlbench.models.lxmert.linear import Linear, _LinearATB
+    from vlbench.models.common.linear import Linear, _LinearATB
 
     torch.manual_seed(0)
     x = torch.randn(10, 24, dtype=torch.bfloat16, requires_grad=True)

@@ -13,6 +13,7 @@ import torch
 from vlbench.engine.session import new_session
 from vlbench.errors import ConfigError
 from vlbench.models.lxmert.modeling import LxmertModel
+from vlbench.models.lxmert.spec import SPEC
 from vlbench.registry import OBJECTIVES, RegistryError
 from vlbench.tasks.pretrain.masking import (
     IGNORE,
@@ -141,7 +142,7 @@ def _variant(session, **task):
     t.setup(session.tokenizer, session.features, max_boxes=session.cfg.data.max_boxes)
     t.set_epoch(0)
     torch.manual_seed(0)
-    return t, t.build_model(LxmertModel(session.cfg.model))
+    return t, t.build_model(LxmertModel(session.cfg.model), SPEC)
 
 
 def _qa_examples(task, n=16):
@@ -275,8 +276,8 @@ def test_any_subset_of_objectives_trains(session, objectives):
     assert math.isfinite(total.item())
     total.backward()
     keys = {k for k, _ in model.named_parameters()}
-    assert any(k.startswith("heads.answer_head.") for k in keys) == ("qa" in objectives)
-    assert any(k.startswith("heads.obj_predict_head.") for k in keys) == ("mask_obj" in objectives)
+    assert any(k.startswith("heads.pretraining.answer_head.") for k in keys) == ("qa" in objectives)
+    assert any(k.startswith("heads.pretraining.obj_predict_head.") for k in keys) == ("mask_obj" in objectives)
 
 
 def test_validation_masks_do_not_touch_the_global_rng(session):

@@ -72,8 +72,8 @@ def test_tasks_and_drop_task_switch_objectives_and_heads(small_world: Path, tmp_
     assert record["config"]["task"]["objectives"] == ["mask_lm", "mask_obj"]
     assert record["config"]["task"]["visual_losses"] == ["obj_label"]
     keys = set(load_file(str(run / "checkpoints" / "best" / "model.safetensors")))
-    assert any(k.startswith("heads.obj_predict_head.decoder_dict.obj.") for k in keys)
-    assert not any(k.startswith(("heads.obj_predict_head.decoder_dict.feat", "heads.answer_head.")) for k in keys)
+    assert any(k.startswith("heads.pretraining.obj_predict_head.decoder_dict.obj.") for k in keys)
+    assert not any(k.startswith(("heads.pretraining.obj_predict_head.decoder_dict.feat", "heads.pretraining.answer_head.")) for k in keys)
     steps = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert all(set(s["losses"]) == {"mask_lm", "obj_label"} for s in steps if "losses" in s)
 
@@ -141,12 +141,12 @@ def test_apply_init_loads_backbone_and_transfers_answer_rows(pre_run: Path, smal
     for k, v in session.model.backbone.state_dict().items():
         assert torch.equal(v, state["backbone." + k]), k
     source = json.loads((pre_run / "task_state.json").read_text())["answers"]
-    weight = session.model.answer_head.logit_fc[3].weight
+    weight = session.model.heads["qa"].logit_fc[3].weight
     shared = 0
     for j, answer in enumerate(session.task.answers):
         if normalize_answer(answer) in source:
             i = source.index(normalize_answer(answer))
-            assert torch.equal(weight[j], state["heads.answer_head.logit_fc.3.weight"][i])
+            assert torch.equal(weight[j], state["heads.pretraining.answer_head.logit_fc.3.weight"][i])
             shared += 1
         else:
             assert not weight[j].any()  # LXMERT: answers the pre-training never saw start at zero
@@ -154,9 +154,9 @@ def test_apply_init_loads_backbone_and_transfers_answer_rows(pre_run: Path, smal
     # the softmax-trained biases are shifted so that sigmoid scores start near the softmax ones
     shift = lineage["answer_bias_shift"]
     assert shift < 0
-    bias = session.model.answer_head.logit_fc[3].bias
+    bias = session.model.heads["qa"].logit_fc[3].bias
     rows = [j for j, a in enumerate(session.task.answers) if normalize_answer(a) in source]
-    expected = torch.stack([state["heads.answer_head.logit_fc.3.bias"][source.index(normalize_answer(a))]
+    expected = torch.stack([state["heads.pretraining.answer_head.logit_fc.3.bias"][source.index(normalize_answer(a))]
                             for a in (session.task.answers[j] for j in rows)]) + shift
     assert torch.allclose(bias[rows], expected)
     examples = session.task.examples("train")[:256]
@@ -200,7 +200,7 @@ def test_train_with_init_records_the_lineage(pre_run: Path, small_world: Path, t
     assert lineage["answers_transferred"] == lineage["answers_total"] == len(session.task.answers)
     assert lineage["answer_bias_shift"] == 0.0  # a fine-tuned head is already a sigmoid head
     state = load_file(str(run / "checkpoints" / "best" / "model.safetensors"))
-    assert torch.equal(session.model.answer_head.logit_fc[3].weight, state["answer_head.logit_fc.3.weight"])
+    assert torch.equal(session.model.heads["qa"].logit_fc[3].weight, state["heads.qa.logit_fc.3.weight"])
 
 
 def test_bad_init_is_a_one_line_checkpoint_error(small_world: Path, tmp_path: Path):
@@ -210,7 +210,7 @@ def test_bad_init_is_a_one_line_checkpoint_error(small_world: Path, tmp_path: Pa
         apply_init(session, tmp_path / "missing", say=lambda _: None)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(CheckpointError, match="no model.safetensors"):
+    with pytest.raises(CheckpointError, match="not a vlbench checkpoint"):
         apply_init(session, empty, say=lambda _: None)
 
 

@@ -63,11 +63,52 @@ setup(
 """
 
 PLUGIN_MODULE = '''
-from vlbench.registry import register_model
+from dataclasses import asdict, dataclass
 
-@register_model("toy")
-class Toy:
-    """A third-party toy encoder."""
+import torch
+from torch import nn
+
+from vlbench.engine.backbone import BackboneOutput, ModelSpec, register_family
+
+
+@dataclass
+class ToyConfig:
+    preset: str = "tiny"
+    hidden_size: int = 8
+    vocab_size: int = 100
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        return cls(preset=name, **overrides)
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(**values)
+
+    def to_dict(self):
+        return asdict(self)
+
+    def validate(self):
+        pass
+
+
+class Toy(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.words = nn.Embedding(config.vocab_size, config.hidden_size)
+
+    def forward(self, input_ids, **regions):
+        language = self.words(input_ids)
+        return BackboneOutput(language, language[:, :1], language[:, 0])
+
+
+register_family(
+    ModelSpec(family="toy", description="toy", config_class=ToyConfig, backbone_class=Toy,
+              fit_to_data=lambda config, facts, explicit: None, architecture_keys=("hidden_size",),
+              default_preset="tiny"),
+    {"toy": (None, "A third-party toy encoder.")},
+)
 
 class ToyTask:
     """A third-party task registered by its entry point's object."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,16 +18,24 @@ import pytest
 from vlbench.data.features import FeatureStore
 from vlbench.data.lxmert_json import read_lxmert_gqa
 from vlbench.data.synth.config import WorldConfig
-from vlbench.data.synth.gqa_oracle import execute
 from vlbench.data.synth.scene import Obj, Scene
-from vlbench.data.synth.vqa_writer import normalise_answer
-from vlbench.data.synth.world import generate, is_synthetic, load_or_generate, read_manifest
+from vlbench.data.synth.world import (
+    generate,
+    is_synthetic,
+    load_or_generate,
+    read_manifest,
+    world_parts,
+)
 from vlbench.data.tsv import iter_tsv
 from vlbench.errors import ConfigError, DataError
+from vlbench.tasks.gqa.synth_oracle import execute
+from vlbench.tasks.vqa.synth_writer import normalise_answer
 
 SMALL = dict(n_images=240, feat_dim=48, vqa_train_images=60, vqa_val_images=30,
              vqa_minival_images=15, nlvr2_train_sets=20, nlvr2_dev_sets=6,
              nlvr2_test1_sets=6)
+#: fingerprint of ``generate(DIR, seed=7, **SMALL)``; a change means the world's bytes changed
+SMALL_FINGERPRINT = "sha256:ac99a15bc55273da1ecb94bba44b97f396a05cb3d40c315550973d1951b6be78"
 STRUCTURAL = {"verify", "query", "choose", "logical", "compare"}
 SEMANTIC = {"obj", "attr", "cat", "rel", "global"}
 
@@ -375,3 +385,68 @@ def test_cli_prints_the_world_directory(tmp_path, monkeypatch):
     assert str(tmp_path / "w") in res.output.splitlines()
     manifest = read_manifest(tmp_path / "w")
     assert manifest.seed == 3 and f"{manifest.n_images} images" in res.output
+
+
+# -- world parts: the engine builds the world from the registered tasks ------------------------
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside functions."""
+    package = ".".join(path.relative_to(Path(__file__).parents[1]).with_suffix("").parts[:-1])
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(x for x in (base, node.module or "") if x)
+            names.update([module] + [f"{module}.{a.name}" for a in node.names])
+    return names
+
+
+def test_engine_synth_package_imports_no_plugin():
+    engine = Path(__file__).parents[1] / "vlbench"
+    files = sorted((engine / "data" / "synth").glob("*.py")) + [engine / "data" / "source.py"]
+    for path in files:
+        plugins = {m for m in _imported_modules(path)
+                   if m.startswith(("vlbench.tasks", "vlbench.models"))}
+        assert not plugins, f"{path.relative_to(engine.parent)} imports {sorted(plugins)}"
+
+
+def test_world_built_from_the_registered_parts_keeps_its_bytes(world):
+    _, manifest = world
+    names = [p.name for p in world_parts()]
+    assert names == ["gqa", "vqa", "nlvr2", "pretrain"]  # the detector's order, corpus last
+    assert list(manifest.files) == ["features", *names]
+    assert list(manifest.splits) == names and list(manifest.stats) == names[:-1]
+    assert manifest.fingerprint == SMALL_FINGERPRINT
+
+
+def test_a_part_alone_writes_the_same_files(world, tmp_path, monkeypatch):
+    """Parts own their random streams: NLVR2's files do not depend on the other parts."""
+    import vlbench.data.synth.world as world_module
+    from vlbench.tasks.nlvr2.synth import NLVR2_PART
+
+    root, _ = world
+    monkeypatch.setattr(world_module, "TASKS", [SimpleNamespace(obj=SimpleNamespace(
+        synthetic_part=NLVR2_PART)), SimpleNamespace(obj=object())])
+    alone = generate(tmp_path, seed=7, **SMALL)
+    assert list(alone.files) == ["features", "nlvr2"] and list(alone.stats) == ["nlvr2"]
+    for split in alone.files["nlvr2"].values():
+        for rel in split.values():
+            assert (tmp_path / rel).read_bytes() == (root / rel).read_bytes(), rel
+
+
+def test_parts_with_clashing_streams_are_refused(monkeypatch):
+    import vlbench.data.synth.world as world_module
+    from vlbench.tasks.gqa.synth import GQAPart
+
+    class Clash(GQAPart):
+        name = "clash"
+        streams = {"scenes": 3}  # the detector's
+
+    monkeypatch.setattr(world_module, "TASKS", [
+        SimpleNamespace(obj=SimpleNamespace(synthetic_part=GQAPart())),
+        SimpleNamespace(obj=SimpleNamespace(synthetic_part=Clash()))])
+    with pytest.raises(DataError, match="'clash' stream 'scenes' takes random stream 3"):
+        world_parts()

@@ -19,6 +19,7 @@ from vlbench.engine.trainer import epoch_order
 from vlbench.errors import ConfigError, DataError
 from vlbench.models.lxmert.config import LxmertConfig
 from vlbench.models.lxmert.modeling import LxmertModel
+from vlbench.models.lxmert.spec import SPEC
 from vlbench.tasks.nlvr2.scoring import score_nlvr2_files
 from vlbench.tasks.nlvr2.task import NLVR2Config, NLVR2Model, NLVR2Task
 
@@ -134,7 +135,7 @@ def tiny_model(task: NLVR2Task) -> NLVR2Model:
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    return task.build_model(LxmertModel(cfg))
+    return task.build_model(LxmertModel(cfg), SPEC)
 
 
 def fields(examples) -> list[tuple]:
@@ -206,11 +207,11 @@ def test_model_pools_each_image_and_uses_lxmert_head_names(world: Path):
     task = make_task(world)
     model = tiny_model(task).eval()
     keys = model.state_dict()
-    h = model.hidden_size
-    assert keys["logit_fc.0.weight"].shape == (2 * h, 2 * h)
-    assert keys["logit_fc.2.weight"].shape == (2 * h,)  # LayerNorm
-    assert keys["logit_fc.3.weight"].shape == (2, 2 * h)
-    assert all(k.startswith(("backbone.", "logit_fc.")) for k in keys)
+    h = model.backbone.config.hidden_size
+    assert keys["heads.nlvr2.logit_fc.0.weight"].shape == (2 * h, 2 * h)
+    assert keys["heads.nlvr2.logit_fc.2.weight"].shape == (2 * h,)  # LayerNorm
+    assert keys["heads.nlvr2.logit_fc.3.weight"].shape == (2, 2 * h)
+    assert all(k.startswith(("backbone.", "heads.nlvr2.logit_fc.")) for k in keys)
     batch = task.collate(task.examples("dev"))
     with torch.no_grad():
         logits = model(batch)
@@ -227,7 +228,7 @@ def test_model_pools_each_image_and_uses_lxmert_head_names(world: Path):
                 )
             }
         ).pooled
-        manual = model.logit_fc(torch.cat([pooled[0::2], pooled[1::2]], dim=-1))
+        manual = model.heads["nlvr2"].logit_fc(torch.cat([pooled[0::2], pooled[1::2]], dim=-1))
     assert logits.shape == (3, 2)
     assert not torch.allclose(logits[0], logits[1])  # same sentence, other images
     assert torch.allclose(logits, manual, atol=1e-6)

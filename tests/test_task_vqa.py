@@ -16,6 +16,7 @@ from vlbench.data.tsv import RegionRecord, write_tsv
 from vlbench.errors import ConfigError, DataError
 from vlbench.models.lxmert.config import LxmertConfig
 from vlbench.models.lxmert.modeling import LxmertModel
+from vlbench.models.lxmert.spec import SPEC
 from vlbench.tasks.vqa.scoring import score_vqa, score_vqa_files, vqa_soft_targets
 from vlbench.tasks.vqa.task import VQAConfig, VQATask, vqa_answer_vocab
 
@@ -280,7 +281,7 @@ def test_collate_model_and_loss(world: Path):
     red, blue = task.answer_index["red"], task.answer_index["blue"]
     assert batch["target"][0, red] == 1.0 and batch["target"][0, blue] == pytest.approx(0.9)
     assert batch["target"][1].sum() == 1.0  # "yes" only
-    model = task.build_model(tiny_backbone(task))
+    model = task.build_model(tiny_backbone(task), SPEC)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(12):

@@ -10,13 +10,16 @@ On a synthetic world the data-source layer is a CPU-sized recipe, and a task may
 parts of it (``Task.synthetic_overrides``, applied right after it).
 
 Keys are dotted (``train.lr``, ``model.x_layers``); values are parsed and type-checked
-against the dataclass field, and an unknown key is an error with a close-match hint.
+against the dataclass field, and an unknown key is an error with a close-match hint. After
+every layer the whole config is validated (each field's declared range, the model's own
+checks), so a bad value fails before any work, naming the layer that set it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,23 +28,35 @@ from typing import Any
 from vlbench.errors import ConfigError
 
 
+def valid(low: float | None = None, high: float | None = None, *, above: float | None = None,
+          choices: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Field metadata declaring a field's valid values: ``low <= x <= high``, ``x > above``,
+    or one of ``choices``. Checked by :func:`validate_section` whenever a config is resolved."""
+    return {"valid": (low, high, above, choices)}
+
+
+def check(default: Any, **rule: Any) -> Any:
+    """A dataclass field with a default and a declared valid range (see :func:`valid`)."""
+    return field(default=default, metadata=valid(**rule))
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and schedule (LXMERT fine-tuning uses AdamW, warmup then linear decay)."""
 
-    epochs: int = 4
-    batch_size: int = 32
-    lr: float = 1e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 5.0
-    grad_accum: int = 1
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    epochs: int = check(4, low=1)
+    batch_size: int = check(32, low=1)
+    lr: float = check(1e-5, above=0.0)
+    weight_decay: float = check(0.01, low=0.0)
+    warmup_ratio: float = check(0.1, low=0.0, high=1.0)
+    max_grad_norm: float = check(5.0, above=0.0)
+    grad_accum: int = check(1, low=1)
+    precision: str = check("fp32", choices=("fp32", "bf16"))  # bf16: autocast
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    train_limit: int = 0  # use only the first N training examples (0 = all): low-data settings
-    eval_limit: int = 0  # score only the first N examples of each eval split (0 = all)
-    log_every: int = 20
-    save_every: int = 0  # also checkpoint every N optimiser steps mid-epoch (0 = epoch ends only)
+    train_limit: int = check(0, low=0)  # use only the first N training examples (0 = all): low-data settings
+    eval_limit: int = check(0, low=0)  # score only the first N examples of each eval split (0 = all)
+    log_every: int = check(20, low=1)
+    save_every: int = check(0, low=0)  # also checkpoint every N optimiser steps mid-epoch (0 = epoch ends only)
     select_split: str = ""  # split whose primary metric picks the best checkpoint ("" = first eval split)
     deterministic: bool = True
 
@@ -51,12 +66,33 @@ class DataConfig:
     """Where the data lives and how text and regions become tensors."""
 
     source: str = ""  # "synthetic" or a directory; filled in by the data-source layer
-    max_seq_len: int = 20  # LXMERT truncates sentences to 20 WordPiece tokens
-    max_boxes: int = 36
+    max_seq_len: int = check(20, low=3)  # LXMERT truncates sentences to 20 WordPiece tokens
+    max_boxes: int = check(36, low=1)
     vocab: str = "train"  # "train": WordPiece trained on the task's training text; or a vocab.txt
-    vocab_size: int = 30522  # target size when training a WordPiece vocabulary
+    vocab_size: int = check(30522, low=8)  # target size when training a WordPiece vocabulary
     features: str = ""  # feature TSV path(s), comma-separated; "" = the data directory's default
     cache_dir: str = ""  # where the memory-mapped feature store goes ("" = user cache dir)
+
+
+def validate_section(obj: Any, section: str, where: str) -> None:
+    """Check every field of a config section against its declared range (one-line ConfigError)."""
+    for f in dataclasses.fields(obj):
+        rule = f.metadata.get("valid")
+        if rule is None:
+            continue
+        low, high, above, choices = rule
+        value = getattr(obj, f.name)
+        bad = ((choices and value not in choices)
+               or (low is not None and value < low) or (high is not None and value > high)
+               or (above is not None and value <= above))
+        if bad:
+            if choices:
+                want = f"one of {', '.join(choices)}"
+            else:
+                parts = [f">= {low}" if low is not None else "", f"> {above}" if above is not None else "",
+                         f"<= {high}" if high is not None else ""]
+                want = " and ".join(p for p in parts if p)
+            raise ConfigError(f"{where}: {section}.{f.name}={value!r} is out of range; it must be {want}")
 
 
 @dataclass
@@ -107,7 +143,20 @@ def build_config(
             if key == "model.preset":
                 continue
             set_dotted(cfg, key, value, where=layer_name)
+        validate(cfg, layer_name)
     return cfg
+
+
+def validate(cfg: RunConfig, where: str) -> None:
+    """Every section in range: the model's own ``validate()``, declared ranges for the rest."""
+    try:
+        cfg.model.validate()
+        if hasattr(cfg.task, "validate"):
+            cfg.task.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    for section in ("train", "data"):
+        validate_section(getattr(cfg, section), section, where)
 
 
 def set_dotted(cfg: RunConfig, key: str, value: Any, where: str = "--set") -> None:
@@ -164,8 +213,8 @@ def coerce(value: Any, typ: Any, key: str, where: str) -> Any:
                 raise ValueError(value)
             return int(value) if not isinstance(value, str) else int(value.replace("_", ""))
         if typ is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise ValueError(value)  # inf / nan are never a setting: they train garbage
             return float(value)
         if typ is str:
             return str(value)

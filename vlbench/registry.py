@@ -1,7 +1,9 @@
 """One generic registry for every plugin kind.
 
-A plugin is a callable registered under a name: ``@register_model("lxmert")``.
-Built-in plugins live in ``vlbench.models`` and ``vlbench.tasks`` and are imported
+A plugin is an object registered under a name: ``@register_task("gqa")`` on a task class; a
+model family registers its spec under each of its model names with
+``vlbench.engine.backbone.register_family``. Built-in plugins live in ``vlbench.models``
+and ``vlbench.tasks`` and are imported
 the first time a registry is read; third-party packages add theirs through the
 entry-point groups ``vlbench.models``, ``vlbench.tasks`` and ``vlbench.objectives``
 (an entry point names a module to import, or a ``"module:attr"`` object to register).
@@ -144,10 +146,6 @@ REGISTRIES: dict[str, Registry] = {
     "feature_stores": FEATURE_STORES,
     "checkpoint_formats": CHECKPOINT_FORMATS,
 }
-
-
-def register_model(name: str, *, description: str | None = None) -> Callable[[Any], Any]:
-    return MODELS.register(name, description=description)
 
 
 def register_task(name: str, *, description: str | None = None) -> Callable[[Any], Any]:

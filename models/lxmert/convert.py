@@ -7,8 +7,9 @@
   pre-training ``model_LXRT.pth`` / ``EpochNN_LXRT.pth`` (``bert.*``, ``cls.*``,
   ``obj_predict_head.*``, ``answer_head.*``) and fine-tuned VQA / GQA / NLVR2 ``BEST.pth``
   (``lxrt_encoder.model.bert.*``, ``logit_fc.*``), with an optional ``module.`` prefix.
-- ``vlbench``: a directory with ``model.safetensors`` (``backbone.*``, ``heads.<name>.*``) and
-  ``config.json`` ``{"model": "lxmert", "config": {...}, "heads": {...}, "answers": [...]}``.
+- ``vlbench``: vlbench's one checkpoint layout (``vlbench.engine.layout``: ``model.safetensors``
+  with ``backbone.*`` and ``heads.<name>.*``, ``config.json``, ``answers.json``), as written by
+  ``vlbench train`` / ``pretrain`` runs and by ``vlbench convert``, or an earlier layout.
 
 Head states are returned under fixed names: ``pretraining`` (keys of
 ``LxmertPretrainingHeads``), ``qa`` (``QAHead``) and ``nlvr2`` (``NLVR2Head``).
@@ -17,10 +18,10 @@ Pickle files are only ever read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +29,32 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from vlbench.engine.layout import read_checkpoint, write_checkpoint
 from vlbench.errors import CheckpointError
 
+from ..common.checkpoint import (
+    CONFIG_FILE,
+    HF_WEIGHT_FILES,
+    CheckpointFamily,
+    LoadedCheckpoint,
+    LoadReport,
+    answers_from_hf,
+    contiguous,
+    matching_preset,
+    preview,
+    read_hf_weights,
+    read_json,
+    rename_layer_norm,
+)
+from ..common.safe_load import PICKLE_SUFFIXES, read_state_dict
 from ..heads import NLVR2Head, QAHead
-from .config import LxmertConfig
+from .config import PRESETS, LxmertConfig
 from .heads import VISUAL_LOSSES, LxmertPretrainingHeads
-from .hf_config import ARCHITECTURES, answers_from_hf, config_from_hf, config_to_hf, preset_name
+from .hf_config import ARCHITECTURES, config_from_hf, config_to_hf
 from .modeling import LxmertModel
-from .safe_load import PICKLE_SUFFIXES, read_state_dict
 
 FORMATS = ("hf", "airsplay", "vlbench")
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-HF_WEIGHT_FILES = (
-    "model.safetensors", "model.safetensors.index.json",
-    "pytorch_model.bin", "pytorch_model.bin.index.json",
-)
 LABEL2ANS_FILE = "trainval_label2ans.json"  # the original release's answer list
 UNDERSTOOD = (
     "understood: an HF transformers LXMERT directory (config.json + model.safetensors or "
@@ -56,110 +67,42 @@ _TIED_DECODER = "cls.predictions.decoder.weight"
 HEAD_TYPES = {"qa": "QAHead", "nlvr2": "NLVR2Head", "pretraining": "LxmertPretrainingHeads"}
 
 
-@dataclass
-class LoadReport:
-    """What a load found: keys the model needs but the file lacks, keys nothing uses, notes."""
-
-    source: str
-    fmt: str
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        return not self.missing and not self.unexpected
-
-    def __str__(self) -> str:
-        parts = [f"{self.source} ({self.fmt})"]
-        parts.append(f"missing {len(self.missing)}: {_preview(self.missing)}" if self.missing
-                     else "no missing keys")
-        parts.append(f"unexpected {len(self.unexpected)}: {_preview(self.unexpected)}"
-                     if self.unexpected else "no unexpected keys")
-        return "; ".join(parts + self.notes)
-
-
-@dataclass
-class LoadedCheckpoint:
-    """Backbone config and weights, head weights by head name, and the answer vocabulary."""
-
-    model_name: str
-    config: LxmertConfig
-    backbone_state: dict[str, Tensor]
-    heads_state: dict[str, dict[str, Tensor]]
-    answers: list[str] | None
-    report: LoadReport
-    # Head name -> head class name; names default to their standard kinds (see HEAD_TYPES).
-    head_types: dict[str, str] = field(default_factory=dict)
-
-    def head_type(self, name: str) -> str:
-        """Class name of head ``name`` ("QAHead", "NLVR2Head", "LxmertPretrainingHeads")."""
-        return self.head_types.get(name) or HEAD_TYPES.get(name, name)
-
-    def build_backbone(self, dtype: torch.dtype = torch.float32) -> LxmertModel:
-        """An ``LxmertModel`` holding a copy of these weights (floating ones as ``dtype``).
-
-        Built without random initialisation (the weights are copied straight in).
-        CheckpointError if any weight is missing.
-        """
-        source = self.report.source
-        with torch.device("meta"):
-            model = LxmertModel(self.config)
-        missing, _ = compare_state(model.state_dict(), self.backbone_state, source)
-        if missing:
-            raise CheckpointError(
-                f"{source}: backbone weights missing {len(missing)} keys "
-                f"({_preview(missing)}); the checkpoint is incomplete"
-            )
-        state = {k: v.to(dtype if v.is_floating_point() else v.dtype, copy=True)
-                 for k, v in self.backbone_state.items()}
-        model.load_state_dict(state, strict=False, assign=True)
-        return model
-
-    def build_head(self, name: str, backbone: LxmertModel | None = None) -> nn.Module:
-        """The head ``name`` ("qa", "nlvr2", "pretraining") with its weights loaded.
-
-        ``pretraining`` needs the backbone whose word embeddings its LM decoder shares.
-        """
-        if name not in self.heads_state:
-            raise CheckpointError(
-                f"{self.report.source}: no '{name}' head in this checkpoint "
-                f"(it has: {', '.join(self.heads_state) or 'none'})"
-            )
-        head = _empty_head(self.head_type(name), self.heads_state[name], self.config, backbone)
-        missing, _ = load_state(head, self.heads_state[name], self.report.source)
-        if missing:
-            raise CheckpointError(
-                f"{self.report.source}: head '{name}' misses {_preview(missing)}"
-            )
-        return head
+def _empty_head(
+    kind: str, state: Mapping[str, Tensor], config: LxmertConfig, backbone: nn.Module | None
+) -> nn.Module:
+    """A freshly initialised head of class ``kind``, sized as ``state``."""
+    if kind == "QAHead":
+        rows = state["logit_fc.3.weight"].shape[0] if "logit_fc.3.weight" in state else 1
+        return QAHead(config.hidden_size, rows, config.layer_norm_eps, config.initializer_range)
+    if kind == "NLVR2Head":
+        return NLVR2Head(config.hidden_size, config.layer_norm_eps, config.initializer_range)
+    if kind == "LxmertPretrainingHeads":
+        if backbone is None:
+            raise CheckpointError("the pre-training heads need the backbone they are tied to")
+        losses = tuple(n for n in VISUAL_LOSSES
+                       if f"obj_predict_head.decoder_dict.{n}.weight" in state)
+        # Label counts as stored: pre-training sizes the QA head to its answer list, not to
+        # the backbone config's num_qa_labels.
+        sizes = {name: state[key].shape[0] for name, key in (
+            ("num_qa_labels", "answer_head.logit_fc.3.weight"),
+            ("num_object_labels", "obj_predict_head.decoder_dict.obj.weight"),
+            ("num_attr_labels", "obj_predict_head.decoder_dict.attr.weight")) if key in state}
+        qa = any(k.startswith("answer_head.") for k in state)
+        return LxmertPretrainingHeads(dataclasses.replace(config, **sizes),
+                                      backbone.get_input_embeddings(), losses, qa)
+    raise CheckpointError(
+        f"cannot build a head of class '{kind}'; known: {', '.join(HEAD_TYPES.values())}"
+    )
 
 
-def load_state(
-    module: nn.Module, state: Mapping[str, Tensor], source: str
-) -> tuple[list[str], list[str]]:
-    """Copy ``state`` into ``module``; returns (missing, unexpected) keys.
-
-    A tensor whose shape differs from the module's raises CheckpointError naming the key and
-    both shapes.
-    """
-    missing, unexpected = compare_state(module.state_dict(), state, source)
-    module.load_state_dict(dict(state), strict=False)
-    return missing, unexpected
-
-
-def compare_state(
-    own: Mapping[str, Tensor], state: Mapping[str, Tensor], source: str
-) -> tuple[list[str], list[str]]:
-    """(missing, unexpected) keys of ``state`` against a model's ``own`` state; CheckpointError
-    naming the key and both shapes on a shape mismatch."""
-    for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
-            raise CheckpointError(
-                f"{source}: key '{key}' has shape {tuple(value.shape)} in the checkpoint but "
-                f"{tuple(own[key].shape)} in the model; the config does not match the weights"
-            )
-    return [k for k in own if k not in state], [k for k in state if k not in own]
+CHECKPOINTS = CheckpointFamily(
+    family="lxmert",
+    backbone_class=LxmertModel,
+    empty_head=_empty_head,
+    head_types=HEAD_TYPES,
+    answer_rows={"QAHead": "logit_fc.3.weight",
+                 "LxmertPretrainingHeads": "answer_head.logit_fc.3.weight"},
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,8 +124,11 @@ def detect_format(path: str | Path) -> str:
     config_path = p / CONFIG_FILE
     if not config_path.is_file():
         raise CheckpointError(f"{p}: no {CONFIG_FILE} in this directory; {UNDERSTOOD}")
-    meta = _read_json(config_path)
+    meta = read_json(config_path, UNDERSTOOD)
     if isinstance(meta, dict) and "model" in meta and "config" in meta:
+        if (meta.get("family") or meta["model"]) != "lxmert":
+            raise CheckpointError(f"{config_path}: a {meta.get('family') or meta['model']} "
+                                  "checkpoint, not LXMERT")
         return "vlbench"
     if isinstance(meta, dict) and (meta.get("model_type") == "lxmert" or "l_layers" in meta):
         return "hf"
@@ -222,8 +168,7 @@ def load_checkpoint(
         loaded = _load_airsplay(p, num_attention_heads)
     if answers is not None:
         loaded.answers = _read_answers(answers)
-    _check_answers(loaded)
-    _check_against_model(loaded)
+    loaded.check()
     return loaded
 
 
@@ -235,8 +180,7 @@ def from_hf_state_dict(
     The returned tensors share memory with ``state`` (no copy is made).
     """
     loaded = _from_hf(state, hf_config, source)
-    _check_answers(loaded)
-    _check_against_model(loaded)
+    loaded.check()
     return loaded
 
 
@@ -246,33 +190,13 @@ def _from_hf(
     config = config_from_hf(dict(hf_config), source)
     report = LoadReport(source, "hf")
     backbone, heads = _split(state, report, airsplay=False)
-    answers = answers_from_hf(dict(hf_config))
-    return LoadedCheckpoint("lxmert", config, backbone, heads, answers, report)
+    return LoadedCheckpoint(CHECKPOINTS, "lxmert", config, backbone, heads,
+                            answers_from_hf(hf_config), report)
 
 
 def _load_hf(directory: Path) -> LoadedCheckpoint:
-    return _from_hf(_read_hf_weights(directory), _read_json(directory / CONFIG_FILE),
-                    str(directory))
-
-
-def _read_hf_weights(directory: Path) -> dict[str, Tensor]:
-    for name in HF_WEIGHT_FILES:
-        path = directory / name
-        if not path.is_file():
-            continue
-        if not name.endswith(".index.json"):
-            return read_state_dict(path)
-        index = _read_json(path)
-        shards = sorted(set(index.get("weight_map", {}).values())) if isinstance(index, dict) else []
-        if not shards:
-            raise CheckpointError(f"{path}: no 'weight_map' entries; the index is damaged")
-        state: dict[str, Tensor] = {}
-        for shard in shards:
-            state.update(read_state_dict(directory / shard))
-        return state
-    raise CheckpointError(
-        f"{directory}: no weights file (looked for {', '.join(HF_WEIGHT_FILES)}); {UNDERSTOOD}"
-    )
+    return _from_hf(read_hf_weights(directory, UNDERSTOOD),
+                    read_json(directory / CONFIG_FILE, UNDERSTOOD), str(directory))
 
 
 def _load_airsplay(path: Path, num_attention_heads: int | None) -> LoadedCheckpoint:
@@ -291,38 +215,21 @@ def _load_airsplay(path: Path, num_attention_heads: int | None) -> LoadedCheckpo
     if ("qa" in heads or "pretraining" in heads) and label2ans.is_file():
         answers = _read_answers(label2ans)
         report.notes.append(f"answers from {label2ans}")
-    return LoadedCheckpoint("lxmert", config, backbone, heads, answers, report)
+    return LoadedCheckpoint(CHECKPOINTS, "lxmert", config, backbone, heads, answers, report)
 
 
 def _load_native(directory: Path) -> LoadedCheckpoint:
-    meta = _read_json(directory / CONFIG_FILE)
-    source = str(directory)
-    if not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{directory / CONFIG_FILE}: key 'config' must be an object")
+    stored = read_checkpoint(directory)
+    if stored.family != "lxmert":
+        raise CheckpointError(f"{directory}: a {stored.family} checkpoint, not LXMERT")
     try:
-        config = LxmertConfig.from_dict(meta["config"])
+        config = LxmertConfig.from_dict(stored.model_config)
     except Exception as exc:
         raise CheckpointError(f"{directory / CONFIG_FILE}: {exc}") from exc
-    state = read_state_dict(directory / WEIGHTS_FILE)
-    report = LoadReport(source, "vlbench")
-    backbone: dict[str, Tensor] = {}
-    heads: dict[str, dict[str, Tensor]] = {}
-    for key, value in state.items():
-        if key.startswith("backbone."):
-            backbone[key.removeprefix("backbone.")] = value
-        elif key.startswith("heads.") and key.count(".") >= 2:
-            _, name, rest = key.split(".", 2)
-            heads.setdefault(name, {})[rest] = value
-        else:
-            report.unexpected.append(key)
-    answers = meta.get("answers")
-    if answers is not None and not (
-        isinstance(answers, list) and all(isinstance(a, str) for a in answers)
-    ):
-        raise CheckpointError(f"{directory / CONFIG_FILE}: key 'answers' must be a list of strings")
-    head_types = meta.get("heads") if isinstance(meta.get("heads"), dict) else {}
-    return LoadedCheckpoint(str(meta["model"]), config, backbone, heads, answers, report,
-                            {str(k): str(v) for k, v in head_types.items()})
+    report = LoadReport(str(directory), "vlbench")
+    backbone, heads, report.unexpected = stored.split()
+    return LoadedCheckpoint(CHECKPOINTS, stored.model, config, backbone, heads, stored.answers,
+                            report, dict(stored.heads))
 
 
 def _split(
@@ -333,7 +240,7 @@ def _split(
     pretrain: dict[str, Tensor] = {}
     logit_fc: dict[str, Tensor] = {}
     for raw_key, value in state.items():
-        key = _rename_layer_norm(raw_key.removeprefix("module."))
+        key = rename_layer_norm(raw_key.removeprefix("module."))
         for prefix in ("lxmert.", "bert.", "lxrt_encoder.model.bert."):
             if key.startswith(prefix) and key.removeprefix(prefix).startswith(_BACKBONE_ROOTS):
                 key = key.removeprefix(prefix)
@@ -349,7 +256,7 @@ def _split(
     if not backbone:
         raise CheckpointError(
             f"{report.source}: no LXMERT backbone weights found (first keys: "
-            f"{_preview(list(state))}); {UNDERSTOOD}"
+            f"{preview(list(state))}); {UNDERSTOOD}"
         )
     heads: dict[str, dict[str, Tensor]] = {}
     tied = pretrain.pop(_TIED_DECODER, None)
@@ -410,51 +317,11 @@ def infer_config(
                       ("num_qa_labels", "answer_head.logit_fc.3.weight")):
         if key in pre:
             values[name] = shape(key, pre)[0]
-    values["preset"] = preset_name({**LxmertConfig().to_dict(), **values})
+    values["preset"] = matching_preset(PRESETS, {**LxmertConfig().to_dict(), **values})
     try:
         return LxmertConfig.from_dict(values)
     except Exception as exc:
         raise CheckpointError(f"checkpoint shapes give an invalid config: {exc}") from exc
-
-
-def _check_against_model(loaded: LoadedCheckpoint) -> None:
-    """Fill the report's missing keys and fail on shape mismatches, without allocating."""
-    with torch.device("meta"):
-        backbone = LxmertModel(loaded.config)
-        source = loaded.report.source
-        missing, unexpected = compare_state(backbone.state_dict(), loaded.backbone_state, source)
-        loaded.report.missing += missing
-        loaded.report.unexpected += unexpected
-        for name, state in loaded.heads_state.items():
-            kind = loaded.head_type(name)
-            if kind not in HEAD_TYPES.values():
-                loaded.report.notes.append(f"head '{name}' ({kind}) not checked")
-                continue
-            head = _empty_head(kind, state, loaded.config, backbone)
-            missing, unexpected = compare_state(head.state_dict(), state, source)
-            loaded.report.missing += [f"{name}: {k}" for k in missing]
-            loaded.report.unexpected += [f"{name}: {k}" for k in unexpected]
-
-
-def _empty_head(
-    kind: str, state: Mapping[str, Tensor], config: LxmertConfig, backbone: LxmertModel | None
-) -> nn.Module:
-    """A freshly initialised head of class ``kind``, sized as ``state``."""
-    if kind == "QAHead":
-        rows = state["logit_fc.3.weight"].shape[0] if "logit_fc.3.weight" in state else 1
-        return QAHead(config.hidden_size, rows, config.layer_norm_eps, config.initializer_range)
-    if kind == "NLVR2Head":
-        return NLVR2Head(config.hidden_size, config.layer_norm_eps, config.initializer_range)
-    if kind == "LxmertPretrainingHeads":
-        if backbone is None:
-            raise CheckpointError("the pre-training heads need the backbone they are tied to")
-        losses = tuple(n for n in VISUAL_LOSSES
-                       if f"obj_predict_head.decoder_dict.{n}.weight" in state)
-        qa = any(k.startswith("answer_head.") for k in state)
-        return LxmertPretrainingHeads(config, backbone.get_input_embeddings(), losses, qa)
-    raise CheckpointError(
-        f"cannot build a head of class '{kind}'; known: {', '.join(HEAD_TYPES.values())}"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,7 +358,7 @@ def export_hf(
         state.update({f"lxmert.{k}": v for k, v in backbone.state_dict().items()})
         if kind == "qa":
             state.update({f"answer_head.{k}": v for k, v in head.state_dict().items()})
-            config = _with(config, num_qa_labels=head.num_answers)
+            config = dataclasses.replace(config, num_qa_labels=head.num_answers)
         else:
             state.update(head.state_dict())
             losses = tuple(head.obj_predict_head.decoder_dict) if head.obj_predict_head else ()
@@ -500,7 +367,7 @@ def export_hf(
     out.mkdir(parents=True, exist_ok=True)
     hf = config_to_hf(config, kind, losses, qa, answers)
     (out / CONFIG_FILE).write_text(json.dumps(hf, indent=2) + "\n")
-    save_file(_contiguous(state), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    save_file(contiguous(state), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     return out
 
 
@@ -512,26 +379,20 @@ def save_native(
     model_name: str = "lxmert",
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a vlbench checkpoint directory: ``model.safetensors`` + ``config.json``.
+    """Write a checkpoint in vlbench's layout (``vlbench.engine.layout``).
 
     ``extra`` adds JSON fields to config.json (e.g. the run that produced the weights).
     """
+    heads = dict(heads or {})
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
-    for name, head in (heads or {}).items():
-        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
-            raise CheckpointError(f"head name '{name}' must be letters, digits or '_'")
+    for name, head in heads.items():
         state.update({f"heads.{name}.{k}": v for k, v in head.state_dict().items()})
-    meta: dict[str, Any] = {
-        "model": model_name,
-        "config": backbone.config.to_dict(),
-        "heads": {name: type(head).__name__ for name, head in (heads or {}).items()},
-        **({"answers": list(answers)} if answers is not None else {}),
-        **dict(extra or {}),
-    }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    save_file(_contiguous(state), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    write_checkpoint(out, family="lxmert", model=model_name,
+                     config={"model": backbone.config.to_dict()}, heads=heads, answers=answers,
+                     extra=extra)
+    save_file(contiguous(state), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     return out
 
 
@@ -547,19 +408,10 @@ def _resolve(p: Path) -> Path:
     return p
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist; {UNDERSTOOD}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
-
-
 def _read_answers(answers: str | Path | list[str]) -> list[str]:
     if isinstance(answers, list):
         return [str(a) for a in answers]
-    data = _read_json(Path(answers))
+    data = read_json(Path(answers), UNDERSTOOD)
     # trainval_label2ans.json is a list of strings; all_ans.json a list of {"ans": ...}.
     if isinstance(data, list) and all(isinstance(a, str) for a in data):
         return data
@@ -567,35 +419,3 @@ def _read_answers(answers: str | Path | list[str]) -> list[str]:
         return [str(a["ans"]) for a in data]
     raise CheckpointError(f"{answers}: expected a JSON list of answer strings")
 
-
-def _check_answers(loaded: LoadedCheckpoint) -> None:
-    if loaded.answers is None:
-        return
-    for name, state in loaded.heads_state.items():
-        key = {"QAHead": "logit_fc.3.weight",
-               "LxmertPretrainingHeads": "answer_head.logit_fc.3.weight"}.get(loaded.head_type(name))
-        weight = state.get(key) if key else None
-        if weight is not None and weight.shape[0] != len(loaded.answers):
-            raise CheckpointError(
-                f"{loaded.report.source}: {len(loaded.answers)} answers but the '{name}' head has "
-                f"{weight.shape[0]} outputs; pass the answer list the model was trained with"
-            )
-
-
-def _rename_layer_norm(key: str) -> str:
-    # Early BERT ports named LayerNorm parameters gamma/beta.
-    if key.endswith((".gamma", ".beta")) and ("LayerNorm" in key or "layer_norm" in key):
-        return key.rsplit(".", 1)[0] + (".weight" if key.endswith(".gamma") else ".bias")
-    return key
-
-
-def _contiguous(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {k: v.detach().contiguous() for k, v in state.items()}
-
-
-def _with(config: LxmertConfig, **changes: Any) -> LxmertConfig:
-    return LxmertConfig.from_dict({**config.to_dict(), **changes})
-
-
-def _preview(keys: list[str], n: int = 3) -> str:
-    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")

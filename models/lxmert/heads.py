@@ -1,132 +1,27 @@
-"""LXMERT pre-training heads, named as HF's ``LxmertForPreTraining`` and the released code.
+"""LXMERT's pre-training heads, named as HF's ``LxmertForPreTraining`` and the released code.
 
-Keys: ``cls.predictions.{transform,bias}``, ``cls.seq_relationship``,
-``obj_predict_head.{transform,decoder_dict.{obj,attr,feat}}`` and ``answer_head.logit_fc``.
-The masked-LM decoder weight is the backbone's word-embedding table (tied). It is read from the
-backbone at call time rather than registered here, so it is saved once, appears once in
-``parameters()`` and is stepped once by an optimizer over backbone + heads.
-Losses live with the pre-training objectives, not here.
+The heads themselves are shared with the other families (``models/common/pretraining.py``);
+this module gives them LXMERT's name, which checkpoints store as the head's class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from ..common.pretraining import (
+    VISUAL_LOSSES,
+    LMPredictionHead,
+    PredictionHeadTransform,
+    PreTrainingHeads,
+    PretrainingHeads,
+    VisualObjHead,
+)
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from ..heads import QAHead
-from .config import LxmertConfig
-from .init import init_bert_weights
-from .linear import Linear, linear
-from .modeling import LxmertOutput
-
-VISUAL_LOSSES = ("obj", "attr", "feat")
-
-
-class PredictionHeadTransform(nn.Module):
-    """``LayerNorm(gelu(dense(x)))`` before a prediction decoder."""
-
-    def __init__(self, config: LxmertConfig):
-        super().__init__()
-        self.dense = Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        return self.LayerNorm(F.gelu(self.dense(hidden)))
+__all__ = [
+    "VISUAL_LOSSES", "LMPredictionHead", "LxmertPretrainingHeads", "PreTrainingHeads",
+    "PredictionHeadTransform", "VisualObjHead",
+]
 
 
-class LMPredictionHead(nn.Module):
-    """Masked-LM logits: transform, then the tied word-embedding decoder plus an output bias."""
-
-    def __init__(self, config: LxmertConfig, word_embeddings: nn.Embedding):
-        super().__init__()
-        self.transform = PredictionHeadTransform(config)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self._word_embeddings = (word_embeddings,)  # a tuple: not registered as a submodule
-
-    @property
-    def decoder_weight(self) -> Tensor:
-        return self._word_embeddings[0].weight
-
-    def forward(self, language: Tensor) -> Tensor:
-        return linear(self.transform(language), self.decoder_weight, self.bias)
-
-
-class PreTrainingHeads(nn.Module):
-    """Masked-LM (``predictions``) and cross-modality matching (``seq_relationship``) heads."""
-
-    def __init__(self, config: LxmertConfig, word_embeddings: nn.Embedding):
-        super().__init__()
-        self.predictions = LMPredictionHead(config, word_embeddings)
-        self.seq_relationship = Linear(config.hidden_size, 2)
-
-
-class VisualObjHead(nn.Module):
-    """Masked-object heads on region states: object label, attribute label, feature regression."""
-
-    def __init__(self, config: LxmertConfig, visual_losses: Sequence[str] = VISUAL_LOSSES):
-        super().__init__()
-        sizes = {
-            "obj": config.num_object_labels,
-            "attr": config.num_attr_labels,
-            "feat": config.visual_feat_dim,
-        }
-        unknown = [name for name in visual_losses if name not in sizes]
-        if unknown:
-            raise ValueError(f"unknown visual losses {unknown}; known: {list(sizes)}")
-        self.transform = PredictionHeadTransform(config)
-        self.decoder_dict = nn.ModuleDict(
-            {name: Linear(config.hidden_size, sizes[name]) for name in visual_losses}
-        )
-
-    def forward(self, vision: Tensor) -> dict[str, Tensor]:
-        hidden = self.transform(vision)
-        return {name: decoder(hidden) for name, decoder in self.decoder_dict.items()}
-
-
-class LxmertPretrainingHeads(nn.Module):
-    """All LXMERT pre-training heads over one backbone output.
-
-    Args:
-        config: the backbone config (sizes of the vocabulary, labels and features).
-        word_embeddings: the backbone's word-embedding table; the masked-LM decoder uses it.
-        visual_losses: which masked-object decoders to build (subset of obj, attr, feat).
-        qa: whether to build the image-QA ``answer_head`` (``config.num_qa_labels`` answers).
-    """
-
-    def __init__(
-        self,
-        config: LxmertConfig,
-        word_embeddings: nn.Embedding,
-        visual_losses: Sequence[str] = VISUAL_LOSSES,
-        qa: bool = True,
-    ):
-        super().__init__()
-        self.config = config
-        self.cls = PreTrainingHeads(config, word_embeddings)
-        self.obj_predict_head = VisualObjHead(config, visual_losses) if visual_losses else None
-        self.answer_head = (
-            QAHead(config.hidden_size, config.num_qa_labels, config.layer_norm_eps,
-                   config.initializer_range)
-            if qa else None
-        )
-        self.apply(lambda m: init_bert_weights(m, config.initializer_range))
-        nn.init.zeros_(self.cls.predictions.bias)
-
-    def forward(self, output: LxmertOutput) -> dict[str, Tensor]:
-        """Logits of every head for a backbone output (``.language``, ``.vision``, ``.pooled``).
-
-        Returns ``lm`` (B, T, vocab), ``matched`` (B, 2), ``obj`` / ``attr`` / ``feat``
-        (B, R, n) for the visual decoders that exist, and ``qa`` (B, num_qa_labels).
-        """
-        logits = {
-            "lm": self.cls.predictions(output.language),
-            "matched": self.cls.seq_relationship(output.pooled),
-        }
-        if self.obj_predict_head is not None:
-            logits.update(self.obj_predict_head(output.vision))
-        if self.answer_head is not None:
-            logits["qa"] = self.answer_head(output.pooled)
-        return logits
+class LxmertPretrainingHeads(PretrainingHeads):
+    """All LXMERT pre-training heads over one backbone output: ``cls.predictions`` (masked LM,
+    tied to the word embeddings), ``cls.seq_relationship`` (cross-modality matching),
+    ``obj_predict_head`` (masked-object decoders) and ``answer_head`` (image QA)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from vlbench.errors import CheckpointError
 
+from ..common.checkpoint import answers_to_hf, matching_preset
 from .config import PRESETS, LxmertConfig
 
 # Fields with the same name and meaning on both sides.
@@ -25,14 +26,6 @@ ARCHITECTURES = {
 }
 
 
-def preset_name(values: dict[str, Any]) -> str:
-    """The preset whose sizes ``values`` has, else "custom"."""
-    for name, sizes in PRESETS.items():
-        if all(values.get(k) == v for k, v in sizes.items()):
-            return name
-    return "custom"
-
-
 def config_from_hf(hf: dict[str, Any], source: str) -> LxmertConfig:
     """LxmertConfig from an HF ``config.json`` dict (HF's defaults fill absent keys)."""
     if hf.get("model_type", "lxmert") != "lxmert":
@@ -47,7 +40,7 @@ def config_from_hf(hf: dict[str, Any], source: str) -> LxmertConfig:
     # HF's LxmertConfig defaults are the published base sizes, as are LxmertConfig's.
     values = {k: hf[k] for k in SHARED_FIELDS if k in hf}
     defaults = LxmertConfig().to_dict()
-    values["preset"] = hf.get(PRESET_KEY) or preset_name({**defaults, **values})
+    values["preset"] = hf.get(PRESET_KEY) or matching_preset(PRESETS, {**defaults, **values})
     try:
         return LxmertConfig.from_dict(values)
     except Exception as exc:
@@ -83,18 +76,6 @@ def config_to_hf(
         visual_feat_loss="feat" in visual_losses or kind != "pretraining",
     )
     hf[PRESET_KEY] = config.preset
-    if answers is not None:
-        hf["id2label"] = {str(i): a for i, a in enumerate(answers)}
-        hf["label2id"] = {a: i for i, a in enumerate(answers)}
+    hf.update(answers_to_hf(answers))
     return hf
 
-
-def answers_from_hf(hf: dict[str, Any]) -> list[str] | None:
-    """Answer strings stored as ``id2label`` (None when absent or only placeholder names)."""
-    id2label = hf.get("id2label")
-    if not isinstance(id2label, dict) or not id2label:
-        return None
-    labels = [id2label[k] for k in sorted(id2label, key=int)]
-    if all(label == f"LABEL_{i}" for i, label in enumerate(labels)):
-        return None
-    return [str(label) for label in labels]

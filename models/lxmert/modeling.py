@@ -2,147 +2,36 @@
 
 Module and parameter names are those of the released code and of HF transformers'
 ``LxmertModel``, so checkpoints from either load key for key. The backbone is assembled from
-a few shared parts -- an attention block, the two halves of a feed-forward block, a
-single-modality layer, a cross-modality layer and a stack builder -- so that encoder variants
-are configurations of these parts rather than copies of them.
+the BERT parts every family shares (``models/common/layers.py``: an attention block, the two
+halves of a feed-forward block, a BERT layer, a stack builder, the pooler) plus LXMERT's own
+cross-modality layer and input embeddings, so that encoder variants are configurations of
+these parts rather than copies of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlbench.registry import register_model
+from vlbench.engine.backbone import BackboneOutput
 
+from ..common.init import init_bert_weights
+from ..common.layers import (
+    AttentionBlock,
+    Intermediate,
+    Pooler,
+    ResidualOutput,
+    SingleModalityLayer,
+    additive_attention_mask,
+    build_stack,
+    compute_dtype,
+)
+from ..common.linear import Linear
 from .config import LxmertConfig
-from .init import init_bert_weights
-from .linear import Linear
 
-
-@dataclass
-class LxmertOutput:
-    """Final hidden states of the backbone (the three outputs of HF's ``LxmertModel``)."""
-
-    language: Tensor  # (batch, tokens, hidden)
-    vision: Tensor  # (batch, regions, hidden)
-    pooled: Tensor  # (batch, hidden): tanh(W h_[CLS] + b) of the last language state
-
-
-def additive_attention_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """Turn a (batch, length) 1/0 padding mask into a (batch, 1, 1, length) additive mask.
-
-    0 where attending, the most negative ``dtype`` value at padding (HF's form). It is built
-    once per forward in the dtype attention runs in, so no layer converts it again. A row with
-    no real position at all attends to every position (as in HF and the released code) rather
-    than producing NaN.
-    """
-    if mask is None:
-        return None
-    keep = mask.bool()
-    keep = keep | ~keep.any(dim=-1, keepdim=True)
-    additive = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
-    return additive.masked_fill_(~keep, torch.finfo(dtype).min)[:, None, None, :]
-
-
-def compute_dtype(reference: Tensor) -> torch.dtype:
-    """The dtype attention runs in: the autocast dtype when autocast is on, else the tensor's."""
-    device = reference.device.type
-    if torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return reference.dtype
-
-
-# --------------------------------------------------------------------------------------------
-# Shared parts
-# --------------------------------------------------------------------------------------------
-
-
-class MultiHeadAttention(nn.Module):
-    """Scaled dot-product attention of ``hidden`` over ``context`` (keys ``query/key/value``)."""
-
-    def __init__(self, config: LxmertConfig, context_dim: int | None = None):
-        super().__init__()
-        context_dim = config.hidden_size if context_dim is None else context_dim
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.head_dim
-        self.query = Linear(config.hidden_size, config.hidden_size)
-        self.key = Linear(context_dim, config.hidden_size)
-        self.value = Linear(context_dim, config.hidden_size)
-        self.dropout_p = config.attention_probs_dropout_prob
-
-    def _heads(self, x: Tensor) -> Tensor:
-        batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def forward(self, hidden: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
-        q = self._heads(self.query(hidden))
-        k = self._heads(self.key(context))
-        v = self._heads(self.value(context))
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
-        )
-        batch, _, length, _ = out.shape
-        return out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
-
-
-class ResidualOutput(nn.Module):
-    """``LayerNorm(dropout(dense(x)) + residual)``: closes an attention or feed-forward block."""
-
-    def __init__(self, config: LxmertConfig, in_features: int):
-        super().__init__()
-        self.dense = Linear(in_features, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
-
-
-class Intermediate(nn.Module):
-    """First half of the feed-forward block: ``gelu(dense(x))`` (exact erf GeLU)."""
-
-    def __init__(self, config: LxmertConfig):
-        super().__init__()
-        self.dense = Linear(config.hidden_size, config.intermediate_size)
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        return F.gelu(self.dense(hidden))
-
-
-class AttentionBlock(nn.Module):
-    """Multi-head attention followed by its residual output.
-
-    The attention submodule is called ``self`` in self-attention blocks and ``att`` in the
-    cross-attention block, as in the released checkpoints.
-    """
-
-    def __init__(self, config: LxmertConfig, attention_name: str = "self"):
-        super().__init__()
-        self.attention_name = attention_name
-        self.add_module(attention_name, MultiHeadAttention(config))
-        self.output = ResidualOutput(config, config.hidden_size)
-
-    def forward(self, hidden: Tensor, context: Tensor, context_mask: Tensor | None) -> Tensor:
-        attended = self._modules[self.attention_name](hidden, context, context_mask)
-        return self.output(attended, hidden)
-
-
-class SingleModalityLayer(nn.Module):
-    """A BERT layer: self-attention then feed-forward (keys ``attention/intermediate/output``)."""
-
-    def __init__(self, config: LxmertConfig):
-        super().__init__()
-        self.attention = AttentionBlock(config, "self")
-        self.intermediate = Intermediate(config)
-        self.output = ResidualOutput(config, config.intermediate_size)
-
-    def forward(self, hidden: Tensor, mask: Tensor | None) -> Tensor:
-        hidden = self.attention(hidden, hidden, mask)
-        return self.output(self.intermediate(hidden), hidden)
+#: the three outputs of HF's ``LxmertModel``: language (B, T, H), vision (B, R, H) and pooled
+#: (B, H), ``tanh(W h_[CLS] + b)`` of the last language state
+LxmertOutput = BackboneOutput
 
 
 class CrossModalityLayer(nn.Module):
@@ -170,11 +59,6 @@ class CrossModalityLayer(nn.Module):
         lang_out = self.lang_output(self.lang_inter(lang_x), lang_x)
         visn_out = self.visn_output(self.visn_inter(visn_x), visn_x)
         return lang_out, visn_out
-
-
-def build_stack(layer: Callable[[], nn.Module], depth: int) -> nn.ModuleList:
-    """``depth`` independently initialised layers made by ``layer()``."""
-    return nn.ModuleList(layer() for _ in range(depth))
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,22 +145,6 @@ class LxmertEncoder(nn.Module):
         return lang, visn
 
 
-class LxmertPooler(nn.Module):
-    """``tanh(dense(h_[CLS]))`` of the final language states."""
-
-    def __init__(self, config: LxmertConfig):
-        super().__init__()
-        self.dense = Linear(config.hidden_size, config.hidden_size)
-        self.activation = nn.Tanh()
-
-    def forward(self, language: Tensor) -> Tensor:
-        return self.activation(self.dense(language[:, 0]))
-
-
-@register_model(
-    "lxmert",
-    description="LXMERT (Tan & Bansal 2019): 9/5/5 language/object-relationship/cross-modality encoders",
-)
 class LxmertModel(nn.Module):
     """The LXMERT backbone: embeddings, the three encoders and the pooler.
 
@@ -290,7 +158,7 @@ class LxmertModel(nn.Module):
         self.config = config
         self.embeddings = LanguageEmbeddings(config)
         self.encoder = LxmertEncoder(config)
-        self.pooler = LxmertPooler(config)
+        self.pooler = Pooler(config)
         self.init_weights()
 
     def init_weights(self) -> None:

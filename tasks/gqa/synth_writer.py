@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from vlbench.data.synth.config import WorldConfig
-from vlbench.data.synth.gqa_oracle import execute
-from vlbench.data.synth.gqa_questions import (
+from vlbench.data.synth.jsonio import write_json
+from vlbench.data.synth.scene import Scene, relation, sample_scene
+from vlbench.tasks.gqa.synth_oracle import execute
+from vlbench.tasks.gqa.synth_questions import (
     FAMILIES,
     GQAQuestion,
     entailment_cluster,
     exist_unbalanced,
     semantic_str,
 )
-from vlbench.data.synth.jsonio import write_json
-from vlbench.data.synth.scene import Scene, relation, sample_scene
 
 GQA_SPLITS = ("train", "val", "testdev")
 LXMERT_SPLITS = {"train": "train", "val": "valid", "testdev": "testdev"}

@@ -15,6 +15,7 @@ from vlbench.data.jsonio import read_json
 from vlbench.data.lxmert_json import read_lxmert_gqa
 from vlbench.errors import DataError
 from vlbench.registry import register_task
+from vlbench.tasks.gqa.synth import GQA_PART
 from vlbench.tasks.qa import QAExample, QATask
 
 #: LXMERT's preprocessed files name the validation split "valid"
@@ -34,6 +35,7 @@ class GQATask(QATask):
     """GQA question answering; metrics from the official GQA evaluation."""
 
     config_class = GQAConfig
+    synthetic_part = GQA_PART
 
     @property
     def train_split(self) -> str:
@@ -104,9 +106,19 @@ class GQATask(QATask):
                 raise DataError(f"{path}: question '{qid}' lacks {exc}; expected official GQA fields") from exc
         return out
 
+    score_inputs = {"questions": (True, "the GQA questions JSON"),
+                    "choices": (False, "the GQA choices JSON, for validity and plausibility")}
+
+    @classmethod
+    def score_files(cls, predictions: Path, **inputs: Path | None) -> dict[str, Any]:
+        from vlbench.tasks.gqa.scoring import score_gqa_files
+
+        return score_gqa_files(inputs["questions"], predictions, inputs.get("choices"))
+
     def score(self, split: str, predictions: dict[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         records = []
         by_id = {ex.qid: ex for ex in self.examples(split)}
+        official = self._format(split) == "official"
         for qid, pred in predictions.items():
             ex = by_id[qid]
             gold = next(iter(ex.label), "")
@@ -114,8 +126,10 @@ class GQATask(QATask):
                 "id": qid, "score": float(ex.label.get(pred, 0.0)), "prediction": pred, "answer": gold,
                 "question": ex.question, "types": {k: v for k, v in ex.extra.get("types", {}).items()
                                                    if k in ("structural", "semantic")},
+                # the official accuracy counts balanced questions only: paired statistics must too
+                "balanced": bool(self.questions(split)[qid].get("isBalanced", True)) if official else True,
             })
-        if self._format(split) == "lxmert":
+        if not official:
             acc = 100.0 * sum(r["score"] for r in records) / max(len(records), 1)
             return {"accuracy": acc}, records
         from vlbench.tasks.gqa.scoring import score_gqa

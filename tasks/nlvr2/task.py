@@ -26,12 +26,14 @@ from torch.nn import functional as F
 
 from vlbench.data.jsonio import read_json
 from vlbench.data.source import DataSource
-from vlbench.engine.task import Task
+from vlbench.engine.backbone import ModelSpec
+from vlbench.engine.task import Task, TaskModel
 from vlbench.errors import ConfigError, DataError
 from vlbench.models.heads import NLVR2Head
 from vlbench.registry import register_task
 from vlbench.tasks.nlvr2.scoring import read_nlvr2_predictions, score_nlvr2, sentence_group
-from vlbench.tasks.qa import backbone_inputs, encode_inputs
+from vlbench.tasks.nlvr2.synth import NLVR2_PART
+from vlbench.tasks.qa import encode_inputs
 
 #: LXMERT's preprocessed files name dev "valid" and test1 "test"
 LXMERT_SPLIT_NAMES = {"dev": "valid", "test1": "test"}
@@ -65,26 +67,18 @@ class NLVR2Example:
     label: str
 
 
-class NLVR2Model(nn.Module):
-    """Backbone + LXMERT's NLVR2 classifier on the concatenated pooled states of the two images.
-
-    Parameter names are those of LXMERT's ``NLVR2Model`` head (``logit_fc.0/2/3``), so its
-    fine-tuned head weights load key for key; the backbone sits under ``backbone``.
-    """
-
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.hidden_size = backbone.config.hidden_size
-        head = NLVR2Head(
-            self.hidden_size, backbone.config.layer_norm_eps, backbone.config.initializer_range
-        )
-        self.logit_fc = head.logit_fc  # the head's layers alone, for the released key names
+class NLVR2Model(TaskModel):
+    """Backbone + LXMERT's NLVR2 classifier (``heads.nlvr2``) on the concatenated pooled states
+    of the two images (head keys ``logit_fc.0/2/3``, as LXMERT's ``NLVR2Model``)."""
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """A batch of 2B (sentence, image) rows, the two images of an example adjacent -> (B, 2)."""
-        pooled = self.backbone(**backbone_inputs(batch)).pooled
-        return self.logit_fc(pooled.reshape(-1, 2 * self.hidden_size))
+        return self.heads["nlvr2"](self.encode(batch), batch)
+
+
+def lxmert_nlvr2_head(config: Any) -> nn.Module:
+    """LXMERT's pair classifier, sized by the backbone config."""
+    return NLVR2Head(config.hidden_size, config.layer_norm_eps, config.initializer_range)
 
 
 @register_task(
@@ -96,6 +90,7 @@ class NLVR2Task(Task):
 
     config_class = NLVR2Config
     prediction_suffix = ".csv"
+    synthetic_part = NLVR2_PART
 
     def __init__(self, config: NLVR2Config, data: DataSource):
         super().__init__(config, data)
@@ -205,8 +200,8 @@ class NLVR2Task(Task):
         return batch
 
     # -- model -------------------------------------------------------------------------------
-    def build_model(self, backbone: nn.Module) -> nn.Module:
-        return NLVR2Model(backbone)
+    def build_model(self, backbone: nn.Module, spec: ModelSpec) -> nn.Module:
+        return NLVR2Model(backbone, {"nlvr2": spec.head("nlvr2", backbone.config, lxmert_nlvr2_head)})
 
     def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return F.cross_entropy(logits.float(), batch["target"], ignore_index=-1)
@@ -216,6 +211,14 @@ class NLVR2Task(Task):
         return [(ident, LABELS[j]) for ident, j in zip(batch["ids"], best, strict=True)]
 
     # -- scoring -----------------------------------------------------------------------------
+    score_inputs = {"annotations": (True, "the NLVR2 labels JSONL")}
+
+    @classmethod
+    def score_files(cls, predictions: Path, **inputs: Path | None) -> dict[str, Any]:
+        from vlbench.tasks.nlvr2.scoring import score_nlvr2_files
+
+        return score_nlvr2_files(inputs["annotations"], predictions)
+
     def score(
         self, split: str, predictions: dict[str, str]
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:

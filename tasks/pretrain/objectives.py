@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vlbench.engine.backbone import CROSS_MODAL_POOLED, LANGUAGE_STATES, REGION_STATES
 from vlbench.errors import ConfigError
 from vlbench.registry import OBJECTIVES, register_objective
 
@@ -94,6 +95,10 @@ class Objective:
     #: those returned by :meth:`loss_names`)
     visual_decoders: ClassVar[tuple[str, ...]] = ()
     needs_qa_head: ClassVar[bool] = False
+    #: what the backbone must provide for this objective to mean anything
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: why, said when a backbone lacks it
+    why: ClassVar[str] = ""
 
     def __init__(self, config: Any):
         self.config = config
@@ -136,6 +141,8 @@ class MaskedLM(Objective):
     """Masked cross-modality language modelling: predict masked words from words and regions."""
 
     name = "mask_lm"
+    requires = frozenset({LANGUAGE_STATES})
+    why = "it predicts masked words from their output states"
 
     def prepare(self, batch: dict[str, Any], ctx: MaskContext) -> None:
         ids, tok = batch["input_ids"], ctx.tokenizer
@@ -170,6 +177,8 @@ class MaskedObject(Objective):
     """
 
     name = "mask_obj"
+    requires = frozenset({REGION_STATES})
+    why = "it predicts masked regions from their output states"
 
     def loss_names(self) -> list[str]:
         return list(self.config.visual_losses)
@@ -233,6 +242,8 @@ class Matched(Objective):
     replaced by a sentence about another image (then they get no QA target)."""
 
     name = "matched"
+    requires = frozenset({CROSS_MODAL_POOLED})
+    why = "it asks whether sentence and image match, which needs a state that has read both"
 
     def prepare_text(self, batch: dict[str, Any], ctx: MaskContext) -> None:
         swaps = mismatch(batch["img_ids"], ctx.pool_img_ids, prob=ctx.config.mismatch_prob,
@@ -258,6 +269,8 @@ class ImageQA(Objective):
     corpus. Captions, answers outside the table and mismatched pairs have no target."""
 
     name = "qa"
+    requires = frozenset({CROSS_MODAL_POOLED})
+    why = "it answers questions about the image from a state that has read both"
     needs_qa_head = True
 
     def prepare(self, batch: dict[str, Any], ctx: MaskContext) -> None:

@@ -12,7 +12,6 @@ weighted loss per objective (and per visual sub-loss), which the trainer sums an
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -26,11 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from vlbench.data.jsonio import read_json
-from vlbench.engine.task import Task
+from vlbench.engine.backbone import ModelSpec
+from vlbench.engine.task import Task, TaskModel
 from vlbench.errors import ConfigError, DataError
-from vlbench.models.lxmert.heads import LxmertPretrainingHeads
 from vlbench.registry import register_task
-from vlbench.tasks.qa import backbone_inputs
 
 from .masking import IGNORE
 from .objectives import (
@@ -40,7 +38,10 @@ from .objectives import (
     Objective,
     build_objectives,
     normalize_answer,
+    resolve_tasks,
+    task_overrides,
 )
+from .synth import PRETRAIN_PART
 
 #: validation-metric name of each accuracy term
 ACCURACY_METRICS = {"mlm": "mlm_accuracy", "matched": "matched_accuracy", "qa": "qa_accuracy",
@@ -88,18 +89,11 @@ class HeadOutputs(dict):
         return HeadOutputs({k: v.float() for k, v in self.items()})
 
 
-class PretrainModel(nn.Module):
-    """Backbone + LXMERT pre-training heads (keys ``backbone.*`` and ``heads.*``)."""
-
-    def __init__(self, backbone: nn.Module, visual_decoders: Sequence[str], qa_answers: int):
-        super().__init__()
-        self.backbone = backbone
-        config = dataclasses.replace(backbone.config, num_qa_labels=max(qa_answers, 1))
-        self.heads = LxmertPretrainingHeads(config, backbone.get_input_embeddings(),
-                                            visual_losses=tuple(visual_decoders), qa=qa_answers > 0)
+class PretrainModel(TaskModel):
+    """Backbone + the family's pre-training heads (keys ``backbone.*``, ``heads.pretraining.*``)."""
 
     def forward(self, batch: dict[str, Any]) -> HeadOutputs:
-        return HeadOutputs(self.heads(self.backbone(**backbone_inputs(batch))))
+        return HeadOutputs(self.heads["pretraining"](self.encode(batch)))
 
 
 @register_task("pretrain", description="LXMERT pre-training (five tasks) on image-text pairs")
@@ -108,6 +102,7 @@ class PretrainTask(Task):
 
     config_class = PretrainConfig
     primary_metric = "neg_loss"
+    synthetic_part = PRETRAIN_PART
 
     def __init__(self, config: PretrainConfig, data: Any):
         super().__init__(config, data)
@@ -245,10 +240,31 @@ class PretrainTask(Task):
         return cache[(img_id, r)]
 
     # -- model -----------------------------------------------------------------------------
-    def build_model(self, backbone: nn.Module) -> nn.Module:
+    def build_model(self, backbone: nn.Module, spec: ModelSpec) -> nn.Module:
+        for objective in self.objectives:
+            if set(objective.requires) - spec.provides:
+                spec.require(objective.requires, f"pre-training objective '{objective.name}' "
+                                                 f"({objective.why})")
+        if spec.pretraining_heads is None:
+            raise ConfigError(f"model family {spec.family} has no pre-training heads; "
+                              "fine-tune it from scratch instead")
         decoders = [d for o in self.objectives for d in o.decoders()]
         self.label_space = (backbone.config.num_object_labels, backbone.config.num_attr_labels)
-        return PretrainModel(backbone, decoders, len(self.answers) if self.needs_qa else 0)
+        heads = spec.pretraining_heads(backbone.config, backbone, decoders,
+                                       len(self.answers) if self.needs_qa else 0)
+        return PretrainModel(backbone, {"pretraining": heads})
+
+    @classmethod
+    def resolve_objectives(cls, tasks: Sequence[str] | None = None, drop: Sequence[str] = ()
+                           ) -> tuple[list[str], list[str]]:
+        """``--tasks`` / ``--drop-task`` -> (objectives, visual sub-losses)."""
+        return resolve_tasks(tasks, drop)
+
+    @classmethod
+    def objective_overrides(cls, tasks: Sequence[str] | None = None, drop: Sequence[str] = ()
+                            ) -> dict[str, str]:
+        """``--tasks`` / ``--drop-task`` as config overrides of this task."""
+        return task_overrides(tasks, drop)
 
     def loss(self, logits: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}

@@ -21,13 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vlbench.data.synth.gqa_questions import (
-    category_attr,
-    exist_attr,
-    query_attr,
-    rel_s,
-    verify_attr,
-)
 from vlbench.data.synth.jsonio import write_json
 from vlbench.data.synth.scene import Scene, sample_scene
 from vlbench.data.synth.vocab import (
@@ -37,6 +30,13 @@ from vlbench.data.synth.vocab import (
     MATERIALS,
     NUMBER_WORDS,
     PLURALS,
+)
+from vlbench.tasks.gqa.synth_questions import (
+    category_attr,
+    exist_attr,
+    query_attr,
+    rel_s,
+    verify_attr,
 )
 
 SUBTYPES = ("train2014", "val2014", "minival")

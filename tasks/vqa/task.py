@@ -32,6 +32,7 @@ from vlbench.registry import register_task
 from vlbench.tasks.qa import QAExample, QATask, answer_prior
 from vlbench.tasks.vqa.normalize import preprocess_answer
 from vlbench.tasks.vqa.scoring import PRECISION, score_vqa, vqa_soft_targets
+from vlbench.tasks.vqa.synth import VQA_PART
 
 #: task split -> official file subtype (a split with no entry uses its own name, e.g. minival)
 OFFICIAL_SUBTYPES = {
@@ -78,6 +79,7 @@ class VQATask(QATask):
     """VQA v2 question answering with soft targets; metrics from the official ``vqaEval.py``."""
 
     config_class = VQAConfig
+    synthetic_part = VQA_PART
 
     def __init__(self, config: VQAConfig, data: DataSource):
         super().__init__(config, data)
@@ -262,6 +264,17 @@ class VQATask(QATask):
         return path
 
     # -- scoring -----------------------------------------------------------------------------
+    score_inputs = {"annotations": (True, "the VQA annotations JSON"),
+                    "questions": (False, "the VQA questions JSON")}
+
+    @classmethod
+    def score_files(cls, predictions: Path, **inputs: Path | None) -> dict[str, Any]:
+        from vlbench.tasks.vqa.scoring import score_vqa_files
+
+        metrics = score_vqa_files(inputs["annotations"], inputs.get("questions"), predictions)
+        metrics.pop("per_question")  # one entry per question: not a table row
+        return metrics
+
     def score(
         self, split: str, predictions: dict[str, str]
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:

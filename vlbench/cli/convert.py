@@ -1,14 +1,36 @@
-"""``vlbench convert``: checkpoints between the original release, HF and vlbench layouts."""
+"""``vlbench convert``: checkpoints between the published layouts, HF and vlbench's own."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
+from vlbench.engine.layout import is_checkpoint, read_checkpoint
 from vlbench.errors import CheckpointError
 from vlbench.registry import CHECKPOINT_FORMATS
+
+
+def pick_reader(src: Path, fmt_from: str) -> Any:
+    """The registered checkpoint format that reads ``src``: a vlbench checkpoint's own family;
+    otherwise the reader that recognises the file (among those offering ``fmt_from``)."""
+    if fmt_from in ("auto", "vlbench") and is_checkpoint(src):
+        family = read_checkpoint(src).family
+        if family not in CHECKPOINT_FORMATS:
+            raise CheckpointError(f"{src}: a {family} checkpoint, but no checkpoint format of that "
+                                  f"family is registered ({', '.join(CHECKPOINT_FORMATS.names())})")
+        return CHECKPOINT_FORMATS.get(family)
+    offering = [e.obj for e in CHECKPOINT_FORMATS
+                if fmt_from == "auto" or fmt_from in getattr(e.obj, "formats", ())]
+    for reader in offering:
+        if reader.detect(src):
+            return reader
+    if fmt_from != "auto" and offering:
+        return offering[0]  # let it say what is wrong with the file
+    raise CheckpointError(f"{src}: no registered checkpoint format reads this (known: "
+                          f"{', '.join(CHECKPOINT_FORMATS.names())}); pass --from explicitly")
 
 
 def convert(
@@ -19,12 +41,9 @@ def convert(
 ) -> None:
     """Convert a checkpoint; every load reports missing and unexpected keys."""
     console = Console(stderr=True)
-    for entry in CHECKPOINT_FORMATS:
-        reader = entry.obj
-        if fmt_from in ("auto", *getattr(reader, "formats", ())) and (fmt_from != "auto" or reader.detect(src)):
-            out = reader.convert(src, dst, fmt_from=fmt_from, fmt_to=fmt_to, say=console.print)
-            console.print(f"Wrote {fmt_to} checkpoint to {out}")
-            print(out)
-            return
-    raise CheckpointError(f"{src}: no registered checkpoint format reads this (known: "
-                          f"{', '.join(CHECKPOINT_FORMATS.names())}); pass --from explicitly")
+    if (src / "run.json").is_file():
+        src = src / "checkpoints" / "best"
+    reader = pick_reader(src, fmt_from)
+    out = reader.convert(src, dst, fmt_from=fmt_from, fmt_to=fmt_to, say=console.print)
+    console.print(f"Wrote {fmt_to} checkpoint to {out}")
+    print(out)

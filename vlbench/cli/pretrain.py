@@ -37,13 +37,12 @@ def pretrain(
                           "(repeatable)."),
 ) -> None:
     """Pre-train MODEL with LXMERT's objectives; writes a run directory (checkpoint, run.json) like `train`."""
-    import vlbench.tasks.pretrain.task  # noqa: F401  (registers the pre-training task)
     from vlbench.cli.run import show_record
     from vlbench.engine.run import train
-    from vlbench.tasks.pretrain.objectives import task_overrides
+    from vlbench.registry import TASKS
 
     console = Console(stderr=True)
-    settings = task_overrides(_split_tasks(tasks), drop_task)
+    settings = TASKS.get("pretrain").objective_overrides(_split_tasks(tasks), drop_task)
     settings.update(parse_overrides(overrides))
     console.print(f"Pre-training tasks: {settings['task.objectives']}"
                   + (f" (visual losses {settings['task.visual_losses']})" if settings["task.visual_losses"] else ""))

@@ -21,6 +21,10 @@ def train(
     overrides: list[str] = typer.Option([], "--set", help="Config override key=value, e.g. train.lr=1e-4 (repeatable)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
     init: Path | None = typer.Option(None, "--init", help="Start from a pre-trained run or checkpoint."),
+    reuse: bool = typer.Option(
+        False, "--reuse", help="Reuse a finished run in --out with the same config, data, code revision "
+        "and seed (resume an interrupted one) instead of training again; replaces older runs of the "
+        "same model, task and seed."),
 ) -> None:
     """Fine-tune MODEL on TASK and write a run directory (run.json, checkpoints, predictions)."""
     from vlbench.engine.run import resume as resume_run
@@ -31,7 +35,7 @@ def train(
         run_dir = resume_run(resume, console=console)
     else:
         run_dir = train_run(model, task, data_dir=data, seed=seed, out=out, overrides=parse_overrides(overrides),
-                            init=init, console=console)
+                            init=init, console=console, reuse=reuse)
     show_record(run_dir, console)
     print(run_dir)
 

@@ -12,42 +12,17 @@ from rich.table import Table
 
 from vlbench.errors import VLBenchError
 
-TASKS = ("vqa", "gqa", "nlvr2")
 
-# Which inputs each task needs / accepts besides --predictions.
-_REQUIRED = {"vqa": ("annotations",), "gqa": ("questions",), "nlvr2": ("annotations",)}
-_ACCEPTED = {
-    "vqa": ("annotations", "questions"),
-    "gqa": ("questions", "choices"),
-    "nlvr2": ("annotations",),
-}
-_WHAT = {
-    ("vqa", "annotations"): "the VQA annotations JSON",
-    ("gqa", "questions"): "the GQA questions JSON",
-    ("nlvr2", "annotations"): "the NLVR2 labels JSONL",
-}
+def _scorable() -> dict[str, Any]:
+    """Registered tasks that score submission files: name -> task class."""
+    from vlbench.registry import TASKS
+
+    return {e.name: e.obj for e in TASKS if e.obj.score_inputs}
 
 
 def _fail(message: str, code: int) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
-
-
-def _run(task: str, predictions: Path, inputs: dict[str, Path | None]) -> dict[str, Any]:
-    # Imported here so that `vlbench --help` does not pay for the scorers.
-    if task == "vqa":
-        from vlbench.tasks.vqa.scoring import score_vqa_files
-
-        metrics = score_vqa_files(inputs["annotations"], inputs["questions"], predictions)
-        metrics.pop("per_question")  # one entry per question: not a table row
-        return metrics
-    if task == "gqa":
-        from vlbench.tasks.gqa.scoring import score_gqa_files
-
-        return score_gqa_files(inputs["questions"], predictions, inputs["choices"])
-    from vlbench.tasks.nlvr2.scoring import score_nlvr2_files
-
-    return score_nlvr2_files(inputs["annotations"], predictions)
 
 
 def _fmt(value: Any) -> str:
@@ -72,7 +47,7 @@ def _render(task: str, metrics: dict[str, Any]) -> None:
 
 def score(
     task: Annotated[str, typer.Option(
-        "--task", help="Task whose official metric to use: vqa, gqa or nlvr2.")],
+        "--task", help="Task whose official metric to use (vqa, gqa, nlvr2, ...).")],
     predictions: Annotated[Path, typer.Option(
         "--predictions",
         help="Predictions in the official submission format (VQA/GQA JSON, NLVR2 CSV).")],
@@ -89,18 +64,20 @@ def score(
 ) -> None:
     """Score a prediction file with the task's official evaluation algorithm."""
     task = task.lower()
-    if task not in TASKS:
-        _fail(f"unknown --task {task!r}; choose one of {', '.join(TASKS)}", 2)
+    tasks = _scorable()
+    if task not in tasks:
+        _fail(f"unknown --task {task!r}; choose one of {', '.join(tasks)}", 2)
+    accepted = tasks[task].score_inputs
     inputs = {"annotations": annotations, "questions": questions, "choices": choices}
-    for name in _REQUIRED[task]:
-        if inputs[name] is None:
-            _fail(f"--task {task} needs --{name} ({_WHAT[task, name]})", 2)
+    for name, (required, what) in accepted.items():
+        if required and inputs.get(name) is None:
+            _fail(f"--task {task} needs --{name} ({what})", 2)
     for name, value in inputs.items():
-        if value is not None and name not in _ACCEPTED[task]:
+        if value is not None and name not in accepted:
             _fail(f"--{name} is not used by --task {task}; "
-                  f"it takes {', '.join('--' + n for n in _ACCEPTED[task])}", 2)
+                  f"it takes {', '.join('--' + n for n in accepted)}", 2)
     try:
-        metrics = _run(task, predictions, inputs)
+        metrics = tasks[task].score_files(predictions, **{n: inputs.get(n) for n in accepted})
     except VLBenchError as e:
         _fail(str(e), 1)
     if json_out:

@@ -20,12 +20,10 @@ from vlbench.errors import DataError
 #: the embedded benchmark's world seed (the training seed is separate: ``--seed``)
 EMBEDDED_WORLD_SEED = 0
 
-#: CPU-sized defaults for synthetic worlds: a tiny LXMERT that trains in minutes on 2 cores
+#: CPU-sized recipe for synthetic worlds, trained in minutes on 2 cores (the model family adds
+#: its own part, e.g. a tiny preset without dropout: ``ModelSpec.synthetic_overrides``)
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
-    "model.preset": "tiny",
-    # Learning from scratch on ~10k questions: no dropout, a long warmup, a moderate rate.
-    "model.hidden_dropout_prob": 0.0,
-    "model.attention_probs_dropout_prob": 0.0,
+    # Learning from scratch on ~10k questions: a long warmup, a moderate rate.
     "train.epochs": 9,
     "train.batch_size": 64,
     "train.lr": 7e-4,
@@ -93,11 +91,10 @@ class DataSource:
 def generator_stamp() -> str:
     """Short hash of the generator version and parameters: a changed generator gets a new cache."""
     from vlbench.data.synth.config import WorldConfig
-    from vlbench.data.synth.gqa_questions import FAMILIES
-    from vlbench.data.synth.world import VERSION
+    from vlbench.data.synth.world import VERSION, part_params
 
-    families = {name: share for name, (_, share) in FAMILIES.items()}
-    params = json.dumps({"version": VERSION, "families": families, **WorldConfig().to_dict()}, sort_keys=True)
+    # The parts' own settings (e.g. GQA's question-family shares) key the cache too.
+    params = json.dumps({"version": VERSION, **part_params(), **WorldConfig().to_dict()}, sort_keys=True)
     return hashlib.sha256(params.encode()).hexdigest()[:10]
 
 

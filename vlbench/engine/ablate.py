@@ -28,13 +28,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from vlbench.config import build_config
 from vlbench.data.source import DataSource, resolve_data
-from vlbench.engine.task import default_layers
+from vlbench.engine.session import resolve_config
 from vlbench.errors import CheckpointError, ConfigError
-from vlbench.registry import MODELS, TASKS
+from vlbench.registry import TASKS
 from vlbench.results.records import write_json_atomic
-from vlbench.results.stats import holm, t_interval, t_sf
+from vlbench.results.stats import holm, t_interval
 
 PRETRAIN_TASK = "pretrain"
 CELL_FILE = "cell.json"
@@ -66,9 +65,7 @@ class Variant:
 
 
 def _variant(label: str, tasks: Sequence[str] | None = None, drop: Sequence[str] = ()) -> Variant:
-    from vlbench.tasks.pretrain.objectives import resolve_tasks
-
-    objectives, visual = resolve_tasks(tasks, drop)
+    objectives, visual = TASKS.get(PRETRAIN_TASK).resolve_objectives(tasks, drop)
     return Variant(label, tuple(objectives), tuple(visual))
 
 
@@ -142,9 +139,7 @@ class Cell:
 
 def resolved_config(model: str, task: str, data: DataSource, overrides: dict[str, str]) -> dict[str, Any]:
     """The run config a ``train`` of (model, task) with ``overrides`` resolves to (as a dict)."""
-    model_cls, task_cls = MODELS.get(model), TASKS.get(task)
-    layers = [*default_layers(task_cls, data), ("--set", overrides)]
-    cfg = build_config(model_cls.config_class, task_cls.config_class(), layers)
+    cfg = resolve_config(model, task, data, overrides)
     cfg.data.source = data.label
     return cfg.to_dict()
 
@@ -175,8 +170,7 @@ class AblationSpec:
 
 def plan(spec: AblationSpec, data: DataSource) -> tuple[list[Cell], dict[str, dict[int, Cell]]]:
     """All cells (pre-training first, each once) and, per variant and seed, its fine-tuning cell."""
-    import vlbench.tasks.pretrain.task  # noqa: F401  (registers the pre-training task)
-
+    TASKS.get(PRETRAIN_TASK)  # the pre-training task plugin must be registered
     if spec.seeds < 1 or spec.pretrain_seeds < 1:
         raise ConfigError("--seeds and --pretrain-seeds must be at least 1")
     cells: dict[str, Cell] = {}
@@ -326,14 +320,11 @@ def summarize(spec: AblationSpec, table: dict[str, dict[int, Cell]], command: st
 
 def _paired_p(diffs: Sequence[float]) -> float | None:
     """Two-sided paired t-test p-value of mean(diffs) = 0 (None with < 2 seeds or no spread)."""
-    n = len(diffs)
-    if n < 2:
+    from scipy.stats import ttest_1samp
+
+    if len(diffs) < 2 or max(diffs) == min(diffs):
         return None
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    if sd == 0.0:
-        return None
-    return min(1.0, 2.0 * t_sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return float(ttest_1samp(diffs, 0.0).pvalue)
 
 
 def _fmt(x: float | None, spec: str = ".2f", signed: bool = False) -> str:

@@ -1,7 +1,8 @@
 """Checkpoints: safetensors weights + JSON config, and the whole training state for resuming.
 
-A checkpoint directory holds ``model.safetensors`` (the task model: backbone + head),
-``config.json`` (model name and resolved run config) and, for resumable ones,
+A checkpoint directory is in the one layout of :mod:`vlbench.engine.layout`
+(``model.safetensors`` with ``backbone.*`` and ``heads.<name>.*``, ``config.json``, the
+answer table) and, for resumable ones,
 ``optim.safetensors`` + ``trainer_state.json`` (optimizer moments, scheduler, step,
 epoch, position in the epoch, RNG states). Nothing is pickled. Directories are written
 to a temporary name and renamed, so a kill mid-save leaves the previous one intact.
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from vlbench.engine.layout import CONFIG_FILE, read_checkpoint, read_safetensors, write_checkpoint
 from vlbench.errors import CheckpointError
 
 
@@ -40,7 +42,9 @@ def load_weights(module: torch.nn.Module, path: Path, *, strict: bool = True) ->
     """Load ``path`` into ``module``; a shape mismatch names the key and both shapes."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no weights file; is this a vlbench checkpoint directory?")
-    state = load_file(str(path))
+    # Through the layout reader, so checkpoints of earlier layouts load under today's names.
+    state = (read_checkpoint(path.parent).state() if (path.parent / CONFIG_FILE).is_file()
+             else read_safetensors(path))
     own = module.state_dict()
     for k, v in state.items():
         if k in own and own[k].shape != v.shape:
@@ -100,17 +104,18 @@ def _tuples(x: Any) -> Any:
     return tuple(_tuples(i) for i in x) if isinstance(x, list) else x
 
 
-def save_checkpoint(directory: Path, model: torch.nn.Module, config: dict[str, Any],
+def save_checkpoint(directory: Path, model: torch.nn.Module, meta: dict[str, Any],
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                     trainer_state: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint directory atomically (temporary sibling, then rename); with an
+    """Write a checkpoint directory atomically (temporary sibling, then rename); ``meta`` are
+    the keyword arguments of :func:`~vlbench.engine.layout.write_checkpoint`. With an
     optimizer, also its state, the scheduler's, the trainer's counters and the current RNG state."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_weights(model, tmp / "model.safetensors")
-    (tmp / "config.json").write_text(json.dumps(config, indent=1))
+    write_checkpoint(tmp, **meta)
     if optimizer is not None:
         tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
         rng_tensors, rng_meta = rng_state()

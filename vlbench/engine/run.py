@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ from rich.console import Console
 from vlbench.engine.checkpoint import load_weights
 from vlbench.engine.evaluate import eval_examples, predict, write_outputs
 from vlbench.engine.provenance import provenance
-from vlbench.engine.session import Session, new_session, open_session
+from vlbench.engine.reuse import find_run, remove_stale
+from vlbench.engine.session import Session, new_session, open_session, planned_inputs
 from vlbench.engine.trainer import BEST, LAST, Trainer
-from vlbench.errors import CheckpointError
+from vlbench.errors import CheckpointError, ConfigError
 from vlbench.results.records import write_json_atomic
 
 
@@ -54,6 +56,7 @@ def base_record(session: Session) -> dict[str, Any]:
         "params": sum(p.numel() for p in session.model.parameters()),
         "provenance": provenance(session.device),
         "init": session.extra.get("init"),
+        "inputs": session.extra.get("inputs"),
     }
 
 
@@ -77,9 +80,31 @@ def finish_record(base: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]
 
 def train(model: str, task: str, *, data_dir: str | None = None, seed: int = 0, out: str | Path = "runs",
           overrides: dict[str, str] | None = None, init: str | Path | None = None,
-          console: Console | None = None) -> Path:
-    """Train a new run (from scratch, or from the pre-trained checkpoint ``init``); returns its directory."""
+          console: Console | None = None, reuse: bool = False) -> Path:
+    """Train a new run (from scratch, or from the pre-trained checkpoint ``init``); returns its directory.
+
+    With ``reuse``, a run under ``out`` with the same inputs (see ``vlbench.engine.reuse``) is
+    returned if finished or resumed if interrupted, and runs it replaces are removed.
+    """
     console = console or Console(stderr=True)
+    overrides = dict(overrides or {})
+    if reuse:
+        if init is not None:
+            raise ConfigError("--reuse keys a run by its config, data and seed; it does not cover "
+                              "--init, so use one or the other")
+        key = planned_inputs(model, task, data_dir=data_dir, seed=seed, overrides=overrides,
+                             say=lambda _: None)["key"]
+        found = find_run(Path(out), key)
+        if found is not None and found[1].get("status") == "finished":
+            console.print(f"Reusing {found[0]} (same config, data, code revision and seed)")
+            return found[0]
+        if found is not None:
+            try:
+                run_dir = resume(found[0], console=console)
+                remove_stale(Path(out), run_dir, model, task, seed)
+                return run_dir
+            except CheckpointError:  # stopped before its first checkpoint: start again
+                shutil.rmtree(found[0])
     session = new_session(model, task, data_dir=data_dir, seed=seed, out=out, overrides=overrides,
                           say=console.print)
     if init is not None:
@@ -92,6 +117,9 @@ def train(model: str, task: str, *, data_dir: str | None = None, seed: int = 0, 
     trainer = Trainer(session, console, on_record=lambda st: finish_record(base, st))
     write_json_atomic(session.run_dir / "run.json", finish_record(base, dict(trainer.state, status="running")))
     trainer.fit()
+    if reuse:
+        for stale in remove_stale(Path(out), session.run_dir, model, task, seed):
+            console.print(f"Removed {stale} (replaced: its inputs differ)")
     return session.run_dir
 
 

@@ -8,9 +8,10 @@ from typing import Any
 from vlbench.config import config_from_dict
 from vlbench.data.jsonio import read_json
 from vlbench.data.source import resolve_data
+from vlbench.engine.backbone import model_entry
 from vlbench.engine.evaluate import write_outputs
 from vlbench.errors import DataError
-from vlbench.registry import MODELS, TASKS
+from vlbench.registry import TASKS
 
 
 def rescore_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -18,7 +19,7 @@ def rescore_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     run_dir = Path(run_dir)
     record = read_json(run_dir / "run.json")
     task_cls = TASKS.get(record["task"])
-    cfg = config_from_dict(MODELS.get(record["model"]).config_class, task_cls.config_class, record["config"])
+    cfg = config_from_dict(model_entry(record["model"]).spec.config_class, task_cls.config_class, record["config"])
     source = record["data"]["source"]
     task = task_cls(cfg.task, resolve_data(None if source == "synthetic" else source, quiet=True))
     out: dict[str, dict[str, Any]] = {}

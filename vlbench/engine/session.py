@@ -7,6 +7,7 @@ tokenizer, the feature store and the task model. ``new_session`` starts a run;
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -23,9 +24,11 @@ from vlbench.config import RunConfig, build_config, config_from_dict
 from vlbench.data.jsonio import read_json
 from vlbench.data.source import DataSource, cache_root, resolve_data
 from vlbench.data.tokenizer import WordPieceTokenizer, build_tokenizer
+from vlbench.engine.backbone import DataFacts, ModelEntry, model_entry
+from vlbench.engine.reuse import inputs_key
 from vlbench.engine.task import Task, default_layers
 from vlbench.errors import ConfigError, DataError
-from vlbench.registry import MODELS, TASKS
+from vlbench.registry import TASKS
 
 Say = Callable[[str], None]
 
@@ -48,6 +51,15 @@ class Session:
     @property
     def variant(self) -> str:
         return str(getattr(self.cfg.model, "variant", "") or self.model_name)
+
+    @property
+    def entry(self) -> ModelEntry:
+        return model_entry(self.model_name)
+
+    def build_model(self) -> nn.Module:
+        """A fresh task model (backbone from the family spec, head from the task)."""
+        spec = self.entry.spec
+        return self.task.build_model(spec.build(self.cfg.model), spec)
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -75,27 +87,50 @@ def new_run_id(task: str, model: str, seed: int) -> str:
     return f"{task}-{model}-s{seed}-{stamp}-{os.urandom(2).hex()}"  # urandom: leaves seeded RNGs alone
 
 
+def resolve_config(model: str, task: str, data: DataSource | None,
+                   overrides: dict[str, str], synthetic: bool = False) -> RunConfig:
+    """The layered config of a run (see ``vlbench.config``), validated after every layer:
+    task defaults < data-source defaults < the model's own (family recipe on synthetic
+    worlds, pinned preset) < the task's synthetic defaults < ``--set``. With ``data`` None
+    only the model's (for a ``synthetic`` world or not) and ``--set`` layers apply: a quick
+    check before the data is read."""
+    entry, task_cls = model_entry(model), TASKS.get(task)
+    synthetic = data.synthetic if data is not None else synthetic
+    model_layer = ("model defaults", entry.overrides(synthetic=synthetic))
+    if data is None:
+        layers = [model_layer, ("--set", overrides)]
+    else:
+        task_layers = default_layers(task_cls, data)
+        synthetic_task = [lay for lay in task_layers if lay[0] == "task synthetic defaults"]
+        layers = [*[lay for lay in task_layers if lay[0] != "task synthetic defaults"],
+                  model_layer, *synthetic_task, ("--set", overrides)]
+    return build_config(entry.spec.config_class, task_cls.config_class(), layers)
+
+
 def new_session(model: str, task: str, *, data_dir: str | None = None, seed: int = 0,
                 out: str | Path = "runs", overrides: dict[str, str] | None = None,
                 say: Say = print) -> Session:
     """Resolve config and data, build tokenizer, features and model for a new run."""
-    model_cls, task_cls = MODELS.get(model), TASKS.get(task)
+    entry, task_cls = model_entry(model), TASKS.get(task)
     overrides = dict(overrides or {})
-    build_config(model_cls.config_class, task_cls.config_class(), [("--set", overrides)])  # fail fast
+    resolve_config(model, task, None, overrides, synthetic=data_dir is None)  # fail fast
+    entry.spec.require(task_cls.requires, f"task '{task}'")
     data = resolve_data(data_dir, say=say)
-    layers = [*default_layers(task_cls, data), ("--set", overrides)]
-    cfg = build_config(model_cls.config_class, task_cls.config_class(), layers)
+    cfg = resolve_config(model, task, data, overrides)
     cfg.data.source = data.label
+    inputs = inputs_key(model, task, seed, cfg.to_dict(), data)
     seed_everything(seed, cfg.train.deterministic)
     task_obj = task_cls(cfg.task, data)
+    check_splits(cfg, task_obj)
     tokenizer = build_tokenizer(cfg.data.vocab, task_obj.training_texts(), cfg.data.vocab_size,
                                 cfg.data.max_seq_len)
     features = open_features(data, cfg)
-    fit_model_to_data(cfg, tokenizer, features, explicit=overrides)
+    entry.spec.fit_to_data(cfg.model, DataFacts(tokenizer.vocab_size, features.feat_dim), overrides)
+    cfg.model.validate()
     task_obj.setup(tokenizer, features, max_boxes=cfg.data.max_boxes)
     check_images(task_obj, features)
     seed_everything(seed, cfg.train.deterministic)
-    model_obj = task_obj.build_model(model_cls(cfg.model))
+    model_obj = task_obj.build_model(entry.spec.build(cfg.model), entry.spec)
     run_dir = Path(out) / new_run_id(task, model, seed)
     run_dir.mkdir(parents=True)
     tokenizer.save(run_dir / "tokenizer.json")
@@ -103,29 +138,44 @@ def new_session(model: str, task: str, *, data_dir: str | None = None, seed: int
 
     write_json_atomic(run_dir / "task_state.json", task_obj.state())
     return Session(run_dir, model, task, seed, cfg, data, task_obj, tokenizer, features, model_obj,
-                   pick_device(cfg.train.device))
+                   pick_device(cfg.train.device), {"inputs": inputs})
+
+
+def planned_inputs(model: str, task: str, *, data_dir: str | None, seed: int,
+                   overrides: dict[str, str], say: Say = print) -> dict[str, Any]:
+    """The ``inputs`` (and key) a new run with these arguments will have, without starting it."""
+    data = resolve_data(data_dir, say=say)
+    cfg = resolve_config(model, task, data, dict(overrides))
+    cfg.data.source = data.label
+    return inputs_key(model, task, seed, cfg.to_dict(), data)
 
 
 def open_session(run_dir: str | Path, *, data_dir: str | None = None, say: Say = print) -> Session:
     """Rebuild a run's session from its ``run.json`` (config, tokenizer and label space as saved)."""
     run_dir = Path(run_dir)
     record = read_json(run_dir / "run.json")
-    model_cls, task_cls = MODELS.get(record["model"]), TASKS.get(record["task"])
-    cfg = config_from_dict(model_cls.config_class, task_cls.config_class, record["config"])
+    entry, task_cls = model_entry(record["model"]), TASKS.get(record["task"])
+    cfg = config_from_dict(entry.spec.config_class, task_cls.config_class, record["config"])
     source = data_dir if data_dir is not None else (None if record["data"]["source"] == "synthetic"
                                                     else record["data"]["source"])
     data = resolve_data(source, say=say)
     task_obj = task_cls(cfg.task, data)
     tokenizer = WordPieceTokenizer.load(run_dir / "tokenizer.json", cfg.data.max_seq_len)
     features = open_features(data, cfg)
-    if features.feat_dim != cfg.model.visual_feat_dim:
+    # The run's word table may be larger than its tokenizer (an explicit vocab_size): keep it.
+    fitted = dataclasses.replace(cfg.model)
+    entry.spec.fit_to_data(fitted, DataFacts(tokenizer.vocab_size, features.feat_dim),
+                           {"model.vocab_size": cfg.model.vocab_size})
+    if fitted != cfg.model:
+        changed = [k for k, v in dataclasses.asdict(fitted).items() if getattr(cfg.model, k) != v]
         raise DataError(
-            f"features in {data.root} are {features.feat_dim}-d but run {run_dir} was trained on "
-            f"{cfg.model.visual_feat_dim}-d; point --data at the data it was trained on"
+            f"the data in {data.root} does not fit run {run_dir} (model.{changed[0]} would be "
+            f"{getattr(fitted, changed[0])}, the run has {getattr(cfg.model, changed[0])}); "
+            "point --data at the data it was trained on"
         )
     task_obj.setup(tokenizer, features, max_boxes=cfg.data.max_boxes,
                    state=read_json(run_dir / "task_state.json"))
-    model_obj = task_obj.build_model(model_cls(cfg.model))
+    model_obj = task_obj.build_model(entry.spec.build(cfg.model), entry.spec)
     return Session(run_dir, record["model"], record["task"], int(record["seed"]), cfg, data, task_obj,
                    tokenizer, features, model_obj, pick_device(cfg.train.device), {"record": record})
 
@@ -137,22 +187,11 @@ def open_features(data: DataSource, cfg: RunConfig) -> Any:
     return FeatureStore.open(data.feature_files(cfg.data.features), cache)
 
 
-def fit_model_to_data(cfg: RunConfig, tokenizer: WordPieceTokenizer, features: Any,
-                      explicit: dict[str, str]) -> None:
-    """Give the model the tokenizer's vocabulary size and the features' dimension."""
-    if "model.visual_feat_dim" in explicit and cfg.model.visual_feat_dim != features.feat_dim:
-        raise DataError(
-            f"--set model.visual_feat_dim={cfg.model.visual_feat_dim} but the feature files hold "
-            f"{features.feat_dim}-d regions; drop the override or use matching features"
-        )
-    cfg.model.visual_feat_dim = features.feat_dim
-    if "model.vocab_size" in explicit and cfg.model.vocab_size < tokenizer.vocab_size:
-        raise ConfigError(
-            f"--set model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
-            f"{tokenizer.vocab_size} tokens; drop the override"
-        )
-    cfg.model.vocab_size = max(cfg.model.vocab_size if "model.vocab_size" in explicit else 0,
-                               tokenizer.vocab_size)
+def check_splits(cfg: RunConfig, task: Task) -> None:
+    """Split names in the config must be the task's (before an epoch is spent)."""
+    if cfg.train.select_split and cfg.train.select_split not in task.eval_splits:
+        raise ConfigError(f"--set train.select_split={cfg.train.select_split}: not an evaluation split "
+                          f"of this task ({', '.join(task.eval_splits)})")
 
 
 def check_images(task: Task, features: Any) -> None:

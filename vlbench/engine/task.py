@@ -17,6 +17,23 @@ import torch
 from torch import nn
 
 from vlbench.data.source import DataSource
+from vlbench.engine.backbone import BackboneOutput, ModelSpec, backbone_inputs
+
+
+class TaskModel(nn.Module):
+    """A backbone and the task's named heads: weights ``backbone.*`` and ``heads.<name>.*``.
+
+    Heads are called with the backbone output and the batch (``head(output, batch)``): most
+    read ``output.pooled``; a family's own head may read more (e.g. the last word's state).
+    """
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module]):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(heads)
+
+    def encode(self, batch: dict[str, Any]) -> BackboneOutput:
+        return self.backbone(**backbone_inputs(batch))
 
 
 class Task(ABC):
@@ -25,6 +42,12 @@ class Task(ABC):
     config_class: ClassVar[type]
     primary_metric: ClassVar[str] = "accuracy"
     prediction_suffix: ClassVar[str] = ".json"
+    #: bump when a code change alters this task's results (``vlbench train --reuse``)
+    revision: ClassVar[int] = 1
+    #: what the backbone must provide (capabilities of ``vlbench.engine.backbone``)
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: this task's part of the embedded synthetic world (``vlbench.data.synth.parts``), or None
+    synthetic_part: ClassVar[Any] = None
 
     def __init__(self, config: Any, data: DataSource):
         self.config = config
@@ -55,11 +78,14 @@ class Task(ABC):
         """Sentences a WordPiece vocabulary is learned from when none is given."""
 
     @abstractmethod
-    def setup(self, tokenizer: Any, features: Any, state: dict[str, Any] | None = None) -> None:
+    def setup(self, tokenizer: Any, features: Any, *, max_boxes: int,
+              state: dict[str, Any] | None = None) -> None:
         """Read the splits and build what training needs (e.g. the answer vocabulary).
 
-        ``state`` is what ``state()`` returned for an earlier run: reuse it so a resumed
-        or re-evaluated run sees the same label space.
+        ``features`` is the feature store (``features.batch(img_ids, max_boxes)`` gives padded
+        regions, boxes and their mask); ``max_boxes`` is ``data.max_boxes``, the most regions
+        a batch holds per image. ``state`` is what ``state()`` returned for an earlier run:
+        reuse it so a resumed or re-evaluated run sees the same label space.
         """
 
     def state(self) -> dict[str, Any]:
@@ -88,8 +114,19 @@ class Task(ABC):
 
     # -- model ---------------------------------------------------------------------
     @abstractmethod
-    def build_model(self, backbone: nn.Module) -> nn.Module:
-        """Wrap the backbone with this task's head; ``model(batch)`` returns logits."""
+    def build_model(self, backbone: nn.Module, spec: ModelSpec) -> nn.Module:
+        """Wrap the backbone with this task's head; ``model(batch)`` returns logits.
+
+        The task model keeps the backbone as ``backbone`` and its heads in ``heads`` (an
+        ``nn.ModuleDict``), so its weights are ``backbone.*`` and ``heads.<name>.*`` (the one
+        checkpoint layout). ``spec`` is the backbone's family: ask it for family-specific heads
+        (``spec.head``) and refuse what the backbone cannot serve (``spec.require``).
+        """
+
+    def init_from(self, model: nn.Module, source: Any, say: Any = print) -> dict[str, Any]:
+        """Start ``model``'s heads from a checkpoint's (``source``: a ``StoredCheckpoint`` whose
+        backbone was already loaded); returns what was transferred, for the run record."""
+        return {}
 
     @abstractmethod
     def loss(self, logits: Any, batch: dict[str, Any]) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -115,6 +152,15 @@ class Task(ABC):
     def baselines(self, split: str) -> dict[str, dict[str, float]]:
         """Text-only or trivial baselines on ``split`` (at least ``prior``)."""
         return {}
+
+    # -- scoring files without a run (``vlbench score``) ------------------------------
+    #: inputs besides ``--predictions``: option name -> (required, what it is)
+    score_inputs: ClassVar[dict[str, tuple[bool, str]]] = {}
+
+    @classmethod
+    def score_files(cls, predictions: Path, **inputs: Path | None) -> dict[str, Any]:
+        """Official metrics of a submission file against the given annotation files."""
+        raise NotImplementedError(f"{cls.__name__} does not score files")
 
 
 def default_layers(task_cls: type[Task], data: DataSource) -> list[tuple[str, dict[str, Any]]]:

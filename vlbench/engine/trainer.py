@@ -101,7 +101,12 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------
     def checkpoint_config(self) -> dict[str, Any]:
-        return {"model": self.s.model_name, "task": self.s.task_name, "config": self.s.cfg.to_dict()}
+        """The checkpoint's config.json (and answer table): see ``vlbench.engine.layout``."""
+        # The answer table of a QA head (a fine-tuned "qa" head, or the pre-training QA head).
+        answers = self.s.task.state().get("answers")
+        return {"family": self.s.entry.family, "model": self.s.model_name, "task": self.s.task_name,
+                "config": self.s.cfg.to_dict(), "heads": dict(self.model.heads.items()),
+                "answers": answers}
 
     def save_last(self) -> None:
         self.state["history_bytes"] = self._history_path.stat().st_size if self._history_path.exists() else 0

@@ -17,6 +17,10 @@
     nlvr2/lxmert/{train,valid,test}.json            LXMERT's preprocessed NLVR2 splits
     pretrain/{train,val}.json                       LXMERT pre-training corpus
 
+Each task contributes its files through its world part (``synthetic_part`` on the task
+class, protocol in :mod:`vlbench.data.synth.parts`); the list above is what the built-in
+tasks write. This module itself draws only the detector's features.
+
 The same seed and parameters give byte-identical files. Everything a scene holds can be
 read off its regions (features are a noisy projection of the object properties), and the
 questions are balanced per type, so a question-only prior scores far below a model that
@@ -36,13 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from vlbench.data.synth.config import WorldConfig
-from vlbench.data.synth.gqa_writer import GQA_SPLITS, build_gqa, gqa_stats, write_gqa
-from vlbench.data.synth.nlvr2_writer import build_nlvr2, nlvr2_stats, write_nlvr2
-from vlbench.data.synth.pretrain_writer import captions, pretrain_entry, write_pretrain
+from vlbench.data.synth.parts import PartData, RngFor, WorldPart
 from vlbench.data.synth.scene import Detector, Scene
-from vlbench.data.synth.vqa_writer import build_vqa, vqa_stats, write_vqa
 from vlbench.data.tsv import write_tsv
 from vlbench.errors import DataError
+from vlbench.registry import TASKS
 
 FORMAT = "vlbench-synthetic"
 VERSION = 2  # 2: features summed in a fixed order (identical bytes on every machine)
@@ -50,11 +52,12 @@ MANIFEST = "manifest.json"
 FEATURES = "features/synthetic_obj36.tsv"
 
 # Independent random streams, so changing one part (e.g. NLVR2 sizes) leaves the others'
-# questions and scenes unchanged. The detector draws its noise in chunks of scenes taken in
-# order (GQA, VQA, NLVR2), so the feature rows of the VQA scenes sharing a chunk with the
-# first NLVR2 scenes do change with NLVR2.
-_STREAM = {"projection": 0, "gqa_scenes": 1, "gqa_questions": 2, "detector": 3,
-           "captions": 4, "vqa_scenes": 5, "vqa_questions": 6, "nlvr2": 7}
+# questions and scenes unchanged: the world owns the two below, each part numbers its own
+# (``WorldPart.streams``; the built-in ones: GQA 1-2, captions 4, VQA 5-6, NLVR2 7). The
+# detector draws its noise in chunks of scenes taken in part order (GQA, VQA, NLVR2), so
+# the feature rows of the VQA scenes sharing a chunk with the first NLVR2 scenes do change
+# with NLVR2.
+_STREAM = {"projection": 0, "detector": 3}
 
 
 @dataclass
@@ -98,13 +101,59 @@ class Manifest:
                 "stats": self.stats}
 
 
-def _rng(seed: int, stream: str) -> np.random.Generator:
-    return np.random.default_rng([seed, _STREAM[stream]])
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream])
 
 
 def _counter(start: int):
     it = itertools.count(start)
     return lambda: str(next(it))
+
+
+def world_parts() -> list[WorldPart]:
+    """The registered tasks' world parts, in build order (a part shared by tasks counts once)."""
+    parts: dict[int, WorldPart] = {}
+    for entry in TASKS:
+        part = getattr(entry.obj, "synthetic_part", None)
+        if part is not None:
+            parts.setdefault(id(part), part)
+    ordered = sorted(parts.values(), key=lambda p: (p.order, p.name))
+    names: set[str] = {"features"}  # the manifest's files entry of the world itself
+    streams = {number: f"the world's {name!r}" for name, number in _STREAM.items()}
+    for part in ordered:
+        if part.name in names:
+            raise DataError(f"synthetic world: two parts are named {part.name!r}; rename one "
+                            "(the name keys the manifest)")
+        names.add(part.name)
+        for stream, number in part.streams.items():
+            owner = f"part {part.name!r} stream {stream!r}"
+            if number in streams:
+                raise DataError(f"synthetic world: {owner} takes random stream {number}, already "
+                                f"{streams[number]}; give it a free number")
+            streams[number] = owner
+    return ordered
+
+
+def part_params() -> dict:
+    """The parts' generator settings outside :class:`WorldConfig`, merged (a cache-key input)."""
+    out: dict = {}
+    config_keys = set(WorldConfig().to_dict())
+    for part in world_parts():
+        for key, value in part.generator_params().items():
+            if key in out or key in config_keys:
+                raise DataError(f"synthetic world: generator parameter {key!r} of part "
+                                f"{part.name!r} is also another part's or WorldConfig's; rename it")
+            out[key] = value
+    return out
+
+
+def _stream_of(seed: int, part: WorldPart) -> RngFor:
+    def rng_for(stream: str) -> np.random.Generator:
+        if stream not in part.streams:
+            raise DataError(f"synthetic world: part {part.name!r} asks for random stream "
+                            f"{stream!r}, not in its streams ({', '.join(part.streams) or 'none'})")
+        return _rng(seed, part.streams[stream])
+    return rng_for
 
 
 def generate(out_dir: str | os.PathLike, seed: int = 0, **params) -> Manifest:
@@ -119,31 +168,27 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, **params) -> Manifest:
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a half-written world must not look complete
 
-    gqa = build_gqa(cfg, _rng(seed, "gqa_scenes"), _rng(seed, "gqa_questions"),
-                    _counter(1_000_000))
-    vqa = build_vqa(cfg, _rng(seed, "vqa_scenes"), _rng(seed, "vqa_questions"),
-                    _counter(5_000_000))
-    nlvr2 = build_nlvr2(cfg, _rng(seed, "nlvr2"), _counter(8_000_000))
+    parts = world_parts()
+    built: list[PartData] = []
+    for part in parts:
+        built.append(part.build(cfg, _stream_of(seed, part), _counter(part.first_object_id),
+                                list(built)))
 
-    scenes: list[Scene] = [s for split in GQA_SPLITS for s in gqa.scenes[split]]
-    scenes += vqa.all_scenes() + nlvr2.all_scenes()
-    detector = Detector(_rng(seed, "projection"), cfg.feat_dim, noise_std=cfg.noise_std,
-                        label_noise=cfg.label_noise)
-    det_rng = _rng(seed, "detector")
+    scenes: list[Scene] = [s for data in built for s in data.scenes()]
+    detector = Detector(_rng(seed, _STREAM["projection"]), cfg.feat_dim,
+                        noise_std=cfg.noise_std, label_noise=cfg.label_noise)
+    det_rng = _rng(seed, _STREAM["detector"])
     write_tsv(out / FEATURES, detector.detect_many(det_rng, scenes))
 
-    files: dict = {"features": FEATURES, "gqa": write_gqa(out, gqa), "vqa": write_vqa(out, vqa),
-                   "nlvr2": write_nlvr2(out, nlvr2)}
-    files["pretrain"], pretrain_counts = _write_pretrain(out, cfg, seed, gqa, vqa)
-
-    splits = {
-        "gqa": {s: {"images": len(gqa.scenes[s]), "questions": len(gqa.questions[s])}
-                for s in GQA_SPLITS},
-        "vqa": vqa.split_counts(),
-        "nlvr2": nlvr2.split_counts(),
-        "pretrain": pretrain_counts,
-    }
-    stats = {"gqa": gqa_stats(gqa), "vqa": vqa_stats(vqa), "nlvr2": nlvr2_stats(nlvr2)}
+    files: dict = {"features": FEATURES}
+    splits: dict = {}
+    stats: dict = {}
+    for part, data in zip(parts, built, strict=True):
+        files[part.name] = data.write(out)
+        splits[part.name] = data.split_counts()
+        part_stats = data.stats()
+        if part_stats is not None:
+            stats[part.name] = part_stats
     manifest = Manifest(
         root=out, seed=seed, feat_dim=cfg.feat_dim, max_boxes=cfg.max_boxes,
         n_images=len(scenes), files=files, splits=splits, generator=cfg.to_dict(),
@@ -155,27 +200,6 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, **params) -> Manifest:
     os.replace(out / (MANIFEST + ".tmp"), out / MANIFEST)
     manifest.generation_seconds = round(time.perf_counter() - start, 3)
     return manifest
-
-
-def _write_pretrain(out: Path, cfg: WorldConfig, seed: int, gqa, vqa) -> tuple[dict, dict]:
-    """Captions for every GQA/VQA train (and val) image plus that image's QA pairs."""
-    rng = _rng(seed, "captions")
-    qa_by_image: dict[str, dict[str, list]] = {}
-    for split in ("train", "val"):
-        for q in gqa.questions[split]:
-            qa_by_image.setdefault(q.image_id, {}).setdefault("synth_gqa", []).append(
-                (q.question, {q.answer: 1.0}))
-    for image_id, pairs in vqa.pretrain_pairs().items():
-        qa_by_image.setdefault(image_id, {})["synth_vqa"] = pairs
-    corpus: dict[str, list[dict]] = {"train": [], "val": []}
-    for split, scenes in (("train", gqa.scenes["train"] + vqa.pretrain_scenes("train")),
-                          ("val", gqa.scenes["val"] + vqa.pretrain_scenes("val"))):
-        for scene in scenes:
-            caps = captions(scene, rng, cfg.captions_per_image)
-            corpus[split].append(pretrain_entry(scene, caps, qa_by_image.get(scene.image_id, {})))
-    counts = {s: {"images": len(v), "sentences": sum(len(x) for e in v for x in e["sentf"].values())}
-              for s, v in corpus.items()}
-    return write_pretrain(out, corpus), counts
 
 
 def _fingerprint(root: Path, files: dict) -> str:

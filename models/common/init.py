@@ -1,4 +1,4 @@
-"""BERT weight initialisation, shared by the LXMERT backbone and the task heads."""
+"""BERT weight initialisation, shared by every backbone and the task heads."""
 
 from __future__ import annotations
 

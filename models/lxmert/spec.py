@@ -1,0 +1,63 @@
+"""LXMERT as a model family: the spec the engine sees, and the model names it registers."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from vlbench.engine.backbone import DataFacts, ModelSpec, register_family
+
+from ..common.fit import fit_regions_and_vocab
+from .config import LxmertConfig
+from .heads import LxmertPretrainingHeads
+from .modeling import LxmertModel
+
+#: config keys that fix tensor shapes (a fine-tune from a checkpoint adopts them)
+ARCHITECTURE_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size", "l_layers",
+                     "r_layers", "x_layers", "visual_pos_dim", "max_position_embeddings",
+                     "type_vocab_size")
+
+#: the family's part of the CPU-sized recipe on synthetic worlds: learning from scratch on
+#: ~10k questions wants the tiny preset and no dropout
+SYNTHETIC_OVERRIDES = {
+    "model.preset": "tiny",
+    "model.hidden_dropout_prob": 0.0,
+    "model.attention_probs_dropout_prob": 0.0,
+}
+
+
+def fit_to_data(config: LxmertConfig, facts: DataFacts, explicit: Mapping[str, Any]) -> None:
+    """Size the region projection (``visual_feat_dim``) to the features and the word table
+    to the tokenizer."""
+    fit_regions_and_vocab(config, facts, explicit)
+
+
+def pretraining_heads(config: LxmertConfig, backbone: nn.Module, visual_losses: Sequence[str],
+                      num_answers: int) -> nn.Module:
+    """LXMERT's pre-training heads (HF ``LxmertForPreTraining`` keys) over ``backbone``."""
+    config = dataclasses.replace(config, num_qa_labels=max(num_answers, 1))
+    return LxmertPretrainingHeads(config, backbone.get_input_embeddings(),
+                                  visual_losses=tuple(visual_losses), qa=num_answers > 0)
+
+
+SPEC = register_family(
+    ModelSpec(
+        family="lxmert",
+        description="LXMERT (Tan & Bansal 2019): language, object-relationship and "
+                    "cross-modality encoders",
+        config_class=LxmertConfig,
+        backbone_class=LxmertModel,
+        fit_to_data=fit_to_data,
+        architecture_keys=ARCHITECTURE_KEYS,
+        synthetic_overrides=SYNTHETIC_OVERRIDES,
+        pretraining_heads=pretraining_heads,
+    ),
+    {
+        "lxmert": (None, "LXMERT (Tan & Bansal 2019), 9/5/5 encoders; tiny on synthetic worlds"),
+        "lxmert_base": ("base", "LXMERT at the published size: hidden 768, 9/5/5 layers"),
+        "lxmert_tiny": ("tiny", "LXMERT, CPU-sized: hidden 192, 2/1/1 layers"),
+    },
+)

@@ -1,0 +1,66 @@
+"""VisualBERT as a model family: the spec the engine sees, and the model names it registers."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from vlbench.engine.backbone import DataFacts, ModelSpec, register_family
+
+from ..common.fit import fit_regions_and_vocab
+from .config import VisualBertConfig
+from .heads import VisualBertPretrainingHeads, build_qa_head
+from .modeling import VisualBertModel
+
+#: config keys that fix tensor shapes (a fine-tune from a checkpoint adopts them)
+ARCHITECTURE_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size",
+                     "num_hidden_layers", "max_position_embeddings", "type_vocab_size",
+                     "use_boxes", "visual_pos_dim")
+
+#: the family's part of the CPU-sized recipe on synthetic worlds: learning from scratch on
+#: ~10k questions wants the tiny preset and no dropout (as LXMERT's)
+SYNTHETIC_OVERRIDES = {
+    "model.preset": "tiny",
+    "model.hidden_dropout_prob": 0.0,
+    "model.attention_probs_dropout_prob": 0.0,
+}
+
+
+def fit_to_data(config: VisualBertConfig, facts: DataFacts, explicit: Mapping[str, Any]) -> None:
+    """Size the region projection (``visual_embedding_dim``) to the features and the word
+    table to the tokenizer."""
+    fit_regions_and_vocab(config, facts, explicit, feat_key="visual_embedding_dim")
+
+
+def pretraining_heads(config: VisualBertConfig, backbone: nn.Module,
+                      visual_losses: Sequence[str], num_answers: int) -> nn.Module:
+    """VisualBERT's pre-training heads (HF ``VisualBertForPreTraining`` ``cls.*`` keys, plus
+    the masked-object and QA heads) over ``backbone``."""
+    config = dataclasses.replace(config, num_qa_labels=max(num_answers, 1))
+    return VisualBertPretrainingHeads(config, backbone.get_input_embeddings(),
+                                      visual_losses=tuple(visual_losses), qa=num_answers > 0)
+
+
+SPEC = register_family(
+    ModelSpec(
+        family="visualbert",
+        description="VisualBERT (Li et al. 2019): one BERT encoder over words and regions",
+        config_class=VisualBertConfig,
+        backbone_class=VisualBertModel,
+        fit_to_data=fit_to_data,
+        architecture_keys=ARCHITECTURE_KEYS,
+        synthetic_overrides=SYNTHETIC_OVERRIDES,
+        pretraining_heads=pretraining_heads,
+        # NLVR2 has no entry: the shared pair head over (sentence, image) encodings serves.
+        task_heads={"qa": build_qa_head},
+    ),
+    {
+        "visualbert": (None, "VisualBERT (Li et al. 2019), BERT-base single stream; tiny on "
+                             "synthetic worlds"),
+        "visualbert_base": ("base", "VisualBERT at the published size: hidden 768, 12 layers"),
+        "visualbert_tiny": ("tiny", "VisualBERT, CPU-sized: hidden 192, 5 layers"),
+    },
+)
