@@ -9,8 +9,8 @@
 # one and replaces an outdated one; the ablation skips its finished cells the same way. So the
 # script can be stopped at any point and started again, in this session or another, and only
 # what changed is trained. Each finished run is committed as it lands (set COMMIT=0 not to).
-# From scratch: about 25 minutes per model (two single-thread jobs on two cores), plus 30 for
-# the ablation.
+# From scratch: about 25 minutes per model and 15 for the ablation, with JOBS=2 single-thread
+# jobs on two cores.
 #
 # The run records (run.json, predictions, per-question results, history; no checkpoints)
 # are committed under leaderboards/embedded/ and leaderboards/ablation/, so the tables can
@@ -32,21 +32,34 @@ commit() {
    git diff --cached --quiet -- "$1" || git commit -q -m "$2" -- "$1") 9>"$(git rev-parse --git-dir)/vlbench-records.lock"
 }
 
+# One job per line: the ablation, and every (task, model, seed) run.
+job_list() {
+  echo ablate  # its cells run one after another: start it first
+  for task in nlvr2 gqa vqa; do  # the longest runs first, so the two workers finish together
+    for model in $MODELS; do
+      for seed in $SEEDS; do
+        echo "run $model $task $seed"
+      done
+    done
+  done
+}
+
+job() {
+  if [[ "$1" == ablate ]]; then
+    "$VLBENCH" "${ABLATE[@]}" >/dev/null &&
+      commit leaderboards/ablation "Ablation cells: pre-training without mask_obj, GQA"
+  else
+    "$VLBENCH" train --model "$2" --task "$3" --seed "$4" --reuse --out "leaderboards/embedded/$3" \
+      >/dev/null && commit "leaderboards/embedded/$3" "Leaderboard run: $2 on $3, seed $4"
+  fi
+}
+
 if [[ "${1:-}" != "--tables" ]]; then
-  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # two single-thread jobs share the two cores evenly
-  (for task in gqa vqa nlvr2; do
-     for model in $MODELS; do
-       for seed in $SEEDS; do
-         "$VLBENCH" train --model "$model" --task "$task" --seed "$seed" --reuse \
-           --out "leaderboards/embedded/$task" >/dev/null
-         commit "leaderboards/embedded/$task" "Leaderboard run: $model on $task, seed $seed"
-       done
-     done
-   done) &
-  runs=$!
-  "$VLBENCH" "${ABLATE[@]}"
-  commit leaderboards/ablation "Ablation cells: pre-training without mask_obj, GQA"
-  wait "$runs"
+  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # single-thread jobs, one per core
+  export VLBENCH MODELS SEEDS
+  export -f commit job
+  export ABLATE_ARGS="${ABLATE[*]}"
+  job_list | xargs -P "${JOBS:-2}" -I{} bash -c 'ABLATE=($ABLATE_ARGS); job {}'
 fi
 
 # Tables from the records alone (finished ablation cells are skipped, not re-run).
