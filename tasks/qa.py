@@ -6,6 +6,7 @@ targets (VQA's 0/0.3/0.6/0.9/1.0, GQA's one-hot), summed over answers.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from vlbench.engine.backbone import ModelSpec
 from vlbench.engine.task import Task, TaskModel
 from vlbench.errors import DataError
 from vlbench.models.heads import QAHead
+from vlbench.tasks.text_baseline import fit_predict
 
 
 @dataclass
@@ -75,7 +77,6 @@ class QATask(Task):
         if not self.answers:
             raise DataError(f"{self.train_split}: no answers found to build the answer vocabulary from")
         self.answer_index = {a: i for i, a in enumerate(self.answers)}
-        self.prior = answer_prior(train)
 
     def state(self) -> dict[str, Any]:
         return {"answers": self.answers}
@@ -125,14 +126,39 @@ class QATask(Task):
         best = logits.argmax(dim=-1).tolist()
         return [(qid, self.answers[j]) for qid, j in zip(batch["ids"], best, strict=True)]
 
+    @functools.cached_property
+    def prior(self) -> dict[str, str]:
+        """Most frequent best training answer per question type (read from the data alone)."""
+        return answer_prior(self.examples(self.train_split))
+
     def prior_predictions(self, split: str) -> dict[str, str]:
         """Answer every question with the most frequent training answer of its type."""
         fallback = self.prior.get("", "")
         return {ex.qid: self.prior.get(ex.qtype, fallback) for ex in self.examples(split)}
 
+    def text_only_predictions(self, split: str) -> dict[str, str]:
+        """Answers of the learned question-only baseline (:mod:`vlbench.tasks.text_baseline`),
+        trained once on the training split for every evaluation split."""
+        cache = self.__dict__.setdefault("_text_only", {})
+        if split not in cache:
+            splits = list(dict.fromkeys([*self.eval_splits, split]))
+            train = [ex for ex in self.examples(self.train_split) if ex.label]
+            asked = [ex for s in splits for ex in self.examples(s)]
+            answers = iter(fit_predict([ex.question for ex in train], [best_answer(ex) for ex in train],
+                                       [ex.question for ex in asked]))
+            for s in splits:
+                cache[s] = {ex.qid: next(answers) for ex in self.examples(s)}
+        return cache[split]
+
     def baselines(self, split: str) -> dict[str, dict[str, float]]:
-        metrics, _ = self.score(split, self.prior_predictions(split))
-        return {"prior": {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+        """``prior`` (most frequent training answer per question type) and ``text_only``
+        (TF-IDF + logistic regression on the question), scored officially."""
+        out = {}
+        for name, predictions in (("prior", self.prior_predictions(split)),
+                                  ("text_only", self.text_only_predictions(split))):
+            metrics, _ = self.score(split, predictions)
+            out[name] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        return out
 
 
 def build_answer_vocab(examples: Iterable[QAExample], min_count: int = 1) -> list[str]:
@@ -145,12 +171,17 @@ def build_answer_vocab(examples: Iterable[QAExample], min_count: int = 1) -> lis
     return [a for a, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count]
 
 
+def best_answer(ex: QAExample) -> str:
+    """The answer with the highest score (ties: the alphabetically last, as before)."""
+    return max(ex.label.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+
 def answer_prior(examples: Iterable[QAExample]) -> dict[str, str]:
     """Most frequent best answer per question type (``""`` = over all questions)."""
     per_type: dict[str, Counter[str]] = defaultdict(Counter)
     for ex in examples:
         if ex.label:
-            best = max(ex.label.items(), key=lambda kv: (kv[1], kv[0]))[0]
+            best = best_answer(ex)
             per_type[ex.qtype][best] += 1
             per_type[""][best] += 1
     return {t: max(c.items(), key=lambda kv: (kv[1], kv[0]))[0] for t, c in per_type.items()}

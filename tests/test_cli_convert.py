@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,21 @@ def test_unknown_layout_is_a_clear_error(tmp_path: Path):
     res = CliRunner().invoke(app, ["convert", str(tmp_path / "notes.txt"), str(tmp_path / "out")])
     assert res.exit_code != 0
     assert "understood" in str(res.exception) or "format" in str(res.exception)
+
+
+def test_convert_refuses_to_overwrite_unless_forced(tmp_path: Path):
+    from vlbench.models.lxmert.config import LxmertConfig
+    from vlbench.models.lxmert.convert import save_native
+    from vlbench.models.lxmert.modeling import LxmertModel
+
+    config = LxmertConfig.from_preset("tiny", vocab_size=50, visual_feat_dim=8)
+    src = save_native(tmp_path / "src", LxmertModel(config))
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "config.json").write_text("{}")
+    res = CliRunner().invoke(app, ["convert", str(src), str(dst)])
+    assert res.exit_code != 0 and "pass --force" in str(res.exception)
+    assert (dst / "config.json").read_text() == "{}"  # nothing was written
+    res = CliRunner().invoke(app, ["convert", str(src), str(dst), "--force"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((dst / "config.json").read_text())["family"] == "lxmert"

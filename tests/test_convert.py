@@ -380,3 +380,14 @@ def test_native_pretraining_heads_keep_their_stored_label_counts(tmp_path):
     assert rebuilt.obj_predict_head.decoder_dict["obj"].out_features == 7
     assert rebuilt.obj_predict_head.decoder_dict["attr"].out_features == 3
     assert_same_state(rebuilt.state_dict(), heads.state_dict())
+
+
+def test_a_sharded_index_may_not_point_outside_its_directory(tmp_path):
+    from vlbench.models.common.checkpoint import read_hf_weights
+
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "secret.safetensors").write_bytes(b"")
+    (tmp_path / "hf" / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "../secret.safetensors"}}))
+    with pytest.raises(CheckpointError, match="points outside"):
+        read_hf_weights(tmp_path / "hf")

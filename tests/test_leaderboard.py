@@ -344,3 +344,27 @@ def test_concurrent_writers_lose_no_records(tmp_path: Path) -> None:
     names = {r.path.name for r in runs}
     assert all(f"w{w}-r{i}" in names for w in range(workers) for i in range(count))
     assert not list(tmp_path.rglob("*.tmp"))  # no temporary file left behind
+
+
+def test_single_run_intervals_follow_the_records_metric_units(tmp_path: Path) -> None:
+    """A single run's bootstrap interval covers the metrics its record says are means over
+    per-question units; a record of an earlier release gets one for accuracy only, and a
+    malformed description is a note, not a crash."""
+    rng = np.random.default_rng(3)
+    units = {"accuracy": {}, "binary": {"where": {"structural": ["!query"]}}}
+    write_run(tmp_path / "new", "r", scores={"testdev": _scores(rng, 0.6)}, metric_units=units)
+    old = write_run(tmp_path / "old", "r", scores={"testdev": _scores(rng, 0.6)})
+    record = json.loads((old / "run.json").read_text())
+    del record["metric_units"], record["category_kinds"]
+    write_json_atomic(old / "run.json", record)
+    for folder, described in (("new", {"accuracy", "binary"}), ("old", {"accuracy"})):
+        runs, _ = find_runs([tmp_path / folder])
+        row = build_leaderboard(runs, n_resamples=200).sections[0].rows[0]
+        with_interval = {n for n, s in row.metrics.items() if s.method == "bootstrap"}
+        assert with_interval == described, folder
+    record["metric_units"] = {"accuracy": {"over": "sentences"}}
+    write_json_atomic(old / "run.json", record)
+    runs, _ = find_runs([tmp_path / "old"])
+    board = build_leaderboard(runs, n_resamples=200)
+    assert board.sections[0].rows[0].metrics["accuracy"].ci_low is None
+    assert any("metric_units.accuracy" in n and "'over'" in n for n in board.notes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import typer
 from hypothesis import given, settings
@@ -11,7 +12,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from vlbench.cli.score import score
+from vlbench.data.source import DataSource
 from vlbench.errors import DataError
+from vlbench.results.questions import QuestionTable, parse_metric_units, unit_values
 from vlbench.tasks.gqa.scoring import (
     belongs,
     chi_square,
@@ -20,6 +23,7 @@ from vlbench.tasks.gqa.scoring import (
     steps_num,
     words_num,
 )
+from vlbench.tasks.gqa.task import GQAConfig, GQATask
 
 
 def q(answer, structural="query", semantic="attr", detailed="colorObject", balanced=True,
@@ -255,3 +259,30 @@ def test_cli(tmp_path):
     assert result.exit_code == 2 and "needs --questions" in result.output
     result = runner.invoke(_app(), args + ["--annotations", str(paths["choices"])])
     assert result.exit_code == 2 and "not used by --task gqa" in result.output
+
+
+# --- per-question records -------------------------------------------------------------------
+
+def test_task_records_mark_uncounted_questions_and_rebuild_the_official_metrics(tmp_path):
+    """Rows say which questions the official metrics leave out ("counted"); with the
+    task's declared metric_units the results layer rebuilds accuracy, binary and open."""
+    structural = ["query", "verify", "logical", "compare", "choose"]
+    questions = {str(i): q("yes", structural=structural[i % 5], balanced=i % 4 != 3)
+                 for i in range(40)}
+    (tmp_path / "testdev_balanced_questions.json").write_text(json.dumps(questions))
+    task = GQATask(GQAConfig(eval_splits=["testdev"]), DataSource(tmp_path, synthetic=False))
+    # Unbalanced questions are all answered right: counting them would raise every metric.
+    predictions = {qid: "yes" if i % 3 == 0 or i % 4 == 3 else "no"
+                   for i, qid in enumerate(questions)}
+    metrics, records = task.score("testdev", predictions)
+    assert [r["counted"] for r in records] == [i % 4 != 3 for i in range(40)]
+    assert "balanced" not in records[0]
+    table = QuestionTable("gqa", "testdev", [r["id"] for r in records],
+                          np.array([[r["score"] for r in records]]), [list(predictions.values())],
+                          records, parse_metric_units(GQATask.metric_units, "GQATask"))
+    for name in ("accuracy", "binary", "open"):
+        assert 100 * unit_values(table, name).mean() == pytest.approx(metrics[name]), name
+    for kind in GQATask.category_kinds:
+        for category, value in metrics[f"per_{kind}"].items():
+            rebuilt = unit_values(table, f"per_{kind}.{category}")
+            assert 100 * rebuilt.mean() == pytest.approx(value), (kind, category)

@@ -385,6 +385,10 @@ def test_cli_prints_the_world_directory(tmp_path, monkeypatch):
     assert str(tmp_path / "w") in res.output.splitlines()
     manifest = read_manifest(tmp_path / "w")
     assert manifest.seed == 3 and f"{manifest.n_images} images" in res.output
+    before = (tmp_path / "w" / "manifest.json").read_bytes()
+    res = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "w"), "--seed", "4"])
+    assert res.exit_code != 0 and "pass --force" in str(res.exception)
+    assert (tmp_path / "w" / "manifest.json").read_bytes() == before  # nothing overwritten
 
 
 # -- world parts: the engine builds the world from the registered tasks ------------------------

@@ -14,13 +14,15 @@ from vlbench.data.features import FeatureStore
 from vlbench.data.source import DataSource
 from vlbench.data.tokenizer import WordPieceTokenizer
 from vlbench.data.tsv import RegionRecord, write_tsv
+from vlbench.engine.scoring import rescore_run
 from vlbench.engine.task import default_layers
 from vlbench.engine.trainer import epoch_order
 from vlbench.errors import ConfigError, DataError
 from vlbench.models.lxmert.config import LxmertConfig
 from vlbench.models.lxmert.modeling import LxmertModel
 from vlbench.models.lxmert.spec import SPEC
-from vlbench.tasks.nlvr2.scoring import score_nlvr2_files
+from vlbench.results.questions import QuestionTable, parse_metric_units, unit_values
+from vlbench.tasks.nlvr2.scoring import score_nlvr2_files, sentence_group
 from vlbench.tasks.nlvr2.task import NLVR2Config, NLVR2Model, NLVR2Task
 
 FEAT_DIM = 8
@@ -269,17 +271,56 @@ def test_score_matches_official_scorer_and_predictions_round_trip(world: Path, t
         "answer": "False",
         "question": DEV[1][1],
         "types": {},
+        "group": "dev-0--0",  # the sentence: the unit of the official consistency
     }
     assert task.score("dev", {"dev-1-0-0": "false"})[0] == {"accuracy": 100.0, "consistency": 100.0}
     with pytest.raises(DataError, match="not in the split"):
         task.score("dev", {"dev-9-0-0": "True"})
 
 
+def test_records_rebuild_the_official_metrics_through_the_declared_units(world: Path):
+    """What the results layer reads (rows + metric_units) gives the official numbers back."""
+    task = make_task(world)
+    preds = {"dev-0-0-0": "True", "dev-0-1-0": "False", "dev-1-0-0": "True"}
+    metrics, records = task.score("dev", preds)
+    assert [r["group"] for r in records] == [sentence_group(i) for i in preds]
+    table = QuestionTable("nlvr2", "dev", [r["id"] for r in records],
+                          np.array([[r["score"] for r in records]]), [list(preds.values())],
+                          records, parse_metric_units(NLVR2Task.metric_units, "NLVR2Task"))
+    for name in NLVR2Task.metric_units:
+        assert 100 * unit_values(table, name).mean() == pytest.approx(metrics[name]), name
+    assert unit_values(table, "consistency").shape == (1, 2)  # two sentences
+
+
+def test_rescore_brings_a_record_of_an_earlier_release_up_to_date(world: Path, tmp_path: Path):
+    """Rescoring rewrites the rows (now with their group) and adds the task's current
+    metric_units and category_kinds to run.json, keeping the rest of the record."""
+    task = make_task(world)
+    run = tmp_path / "run"
+    preds = {"dev-0-0-0": "True", "dev-0-1-0": "False", "dev-1-0-0": "True"}
+    (run / "predictions").mkdir(parents=True)
+    task.write_predictions(preds, run / "predictions" / "dev.csv")
+    cfg = build_config(LxmertConfig, NLVR2Config(eval_splits=["dev"]), [])
+    record = {"run_id": "old", "task": "nlvr2", "model": "lxmert", "status": "finished",
+              "config": cfg.to_dict(), "data": {"source": str(world), "synthetic": False},
+              "eval_splits": ["dev"], "metrics": {"dev": {"accuracy": 0.0}}, "seed": 3}
+    (run / "run.json").write_text(json.dumps(record))
+    metrics = rescore_run(run)
+    assert metrics["dev"] == task.score("dev", preds)[0]
+    after = json.loads((run / "run.json").read_text())
+    assert after["metric_units"] == NLVR2Task.metric_units and after["category_kinds"] == []
+    assert {k: v for k, v in after.items() if k not in ("metric_units", "category_kinds")} == record
+    lines = (run / "per_question" / "dev.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [r["group"] for r in rows] == ["dev-0--0", "dev-0--0", "dev-1--0"]
+
+
 def test_prior_baseline(world: Path):
     # majority training label "True": right on dev-0-0-0 only; no sentence group all right
-    assert make_task(world).baselines("dev") == {
-        "prior": {"accuracy": pytest.approx(100 / 3), "consistency": 0.0}
-    }
+    baselines = make_task(world).baselines("dev")
+    assert baselines["prior"] == {"accuracy": pytest.approx(100 / 3), "consistency": 0.0}
+    # the sentence-only classifier is scored the same way (each of its answers a label)
+    assert set(baselines["text_only"]) == {"accuracy", "consistency"}
 
 
 def test_unlabelled_split_trains_nothing_and_cannot_be_scored(world: Path):

@@ -59,3 +59,13 @@ def test_missing_or_bad_files_are_clear_errors(tmp_path):
     (tmp_path / "plain.txt").write_text("a\nb\n")
     with pytest.raises(DataError, match="special token"):
         WordPieceTokenizer.from_vocab(tmp_path / "plain.txt")
+
+
+def test_literal_special_tokens_stay_whole():
+    from vlbench.data.tokenizer import WordPieceTokenizer
+
+    tok = WordPieceTokenizer.train(["is the cat on the mat", "a red cube"], vocab_size=200)
+    assert tok.tokenize("the [MASK] is on the mat") == ["[CLS]", "the", "[MASK]", "is", "on", "the",
+                                                        "mat", "[SEP]"]
+    ids = tok.encode_batch(["a [SEP] cube"])["input_ids"][0].tolist()
+    assert ids.count(tok.sep_id) == 2

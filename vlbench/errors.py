@@ -13,5 +13,9 @@ class ConfigError(VLBenchError):
     """A configuration key or value is unknown or of the wrong type."""
 
 
+class TrainingError(VLBenchError):
+    """A run that cannot go on (a non-finite loss, a crash inside the trainer): recorded as failed."""
+
+
 class CheckpointError(VLBenchError):
     """A checkpoint is missing, unsafe to load, or does not fit the model."""

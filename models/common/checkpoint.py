@@ -209,6 +209,10 @@ def read_hf_weights(directory: Path, understood: str = "") -> dict[str, Tensor]:
             raise CheckpointError(f"{path}: no 'weight_map' entries; the index is damaged")
         state: dict[str, Tensor] = {}
         for shard in shards:
+            # An index names files beside it; a path that leaves the directory is refused.
+            if not isinstance(shard, str) or Path(shard).is_absolute() or ".." in Path(shard).parts:
+                raise CheckpointError(f"{path}: shard {shard!r} points outside {directory}; "
+                                      "an index may only name files in its own directory")
             state.update(read_state_dict(directory / shard))
         return state
     raise CheckpointError(

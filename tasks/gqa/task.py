@@ -36,6 +36,11 @@ class GQATask(QATask):
 
     config_class = GQAConfig
     synthetic_part = GQA_PART
+    # The official binary/open split: "query" questions are open, every other structural type
+    # binary; all three count balanced questions only (rows carry "counted").
+    metric_units = {"accuracy": {}, "binary": {"where": {"structural": ["!query"]}},
+                    "open": {"where": {"structural": ["query"]}}}
+    category_kinds = ("structural", "semantic")
 
     @property
     def train_split(self) -> str:
@@ -126,8 +131,8 @@ class GQATask(QATask):
                 "id": qid, "score": float(ex.label.get(pred, 0.0)), "prediction": pred, "answer": gold,
                 "question": ex.question, "types": {k: v for k, v in ex.extra.get("types", {}).items()
                                                    if k in ("structural", "semantic")},
-                # the official accuracy counts balanced questions only: paired statistics must too
-                "balanced": bool(self.questions(split)[qid].get("isBalanced", True)) if official else True,
+                # the official metrics count balanced questions only: paired statistics must too
+                "counted": bool(self.questions(split)[qid].get("isBalanced", True)) if official else True,
             })
         if not official:
             acc = 100.0 * sum(r["score"] for r in records) / max(len(records), 1)

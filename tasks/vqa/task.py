@@ -29,7 +29,7 @@ from vlbench.data.jsonio import read_json
 from vlbench.data.source import DataSource
 from vlbench.errors import ConfigError, DataError
 from vlbench.registry import register_task
-from vlbench.tasks.qa import QAExample, QATask, answer_prior
+from vlbench.tasks.qa import QAExample, QATask
 from vlbench.tasks.vqa.normalize import preprocess_answer
 from vlbench.tasks.vqa.scoring import PRECISION, score_vqa, vqa_soft_targets
 from vlbench.tasks.vqa.synth import VQA_PART
@@ -80,6 +80,10 @@ class VQATask(QATask):
 
     config_class = VQAConfig
     synthetic_part = VQA_PART
+    #: VQA's official answer normalisation (importers key soft labels by it, as LXMERT does)
+    normalise_answer = staticmethod(preprocess_answer)
+    metric_units = {"accuracy": {}}  # the mean soft score of every question
+    category_kinds = ("answer_type",)
 
     def __init__(self, config: VQAConfig, data: DataSource):
         super().__init__(config, data)
@@ -252,7 +256,6 @@ class VQATask(QATask):
                 f"{self.config.min_answer_count} questions; lower task.min_answer_count"
             )
         self.answer_index = {a: i for i, a in enumerate(self.answers)}
-        self.prior = answer_prior(train)
 
     def _resolve(self, name: str) -> Path:
         path = Path(name).expanduser()

@@ -38,11 +38,15 @@ def convert(
     dst: Path = typer.Argument(..., help="Directory to write."),
     fmt_from: str = typer.Option("auto", "--from", help="auto, airsplay, hf or vlbench."),
     fmt_to: str = typer.Option("vlbench", "--to", help="vlbench or hf."),
+    force: bool = typer.Option(False, "--force", help="Write into DST even if it is not empty."),
 ) -> None:
     """Convert a checkpoint; every load reports missing and unexpected keys."""
     console = Console(stderr=True)
     if (src / "run.json").is_file():
         src = src / "checkpoints" / "best"
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not force:
+        raise CheckpointError(f"{dst}: exists and is not an empty directory; converting would "
+                              "overwrite what is there: pick a new directory, or pass --force")
     reader = pick_reader(src, fmt_from)
     out = reader.convert(src, dst, fmt_from=fmt_from, fmt_to=fmt_to, say=console.print)
     console.print(f"Wrote {fmt_to} checkpoint to {out}")

@@ -1,4 +1,5 @@
-"""``vlbench data synth``: write a synthetic world in the official formats."""
+"""``vlbench data synth`` (a synthetic world in the official formats) and ``vlbench data
+import-mmf`` (MMF's imdb and feature LMDB as LXMERT files)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,15 @@ def synth(
     n_images: int | None = typer.Option(None, "--images", help="Number of images (default: CPU-sized)."),
     feat_dim: int | None = typer.Option(None, "--feat-dim", help="Region feature size (2048 like the real detector)."),
     max_boxes: int | None = typer.Option(None, "--max-boxes", help="Most regions per image (36 like LXMERT)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out, replacing its world."),
 ) -> None:
     """Generate a synthetic world: LXMERT feature TSV, GQA/VQA/NLVR2 files, captions."""
     from vlbench.data.synth.world import generate
+    from vlbench.errors import DataError
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise DataError(f"--out {out}: exists and is not an empty directory; writing a world there "
+                        "would overwrite its files: pick a new directory, or pass --force")
 
     kwargs = {k: v for k, v in {"n_images": n_images, "feat_dim": feat_dim, "max_boxes": max_boxes}.items()
               if v is not None}
@@ -28,3 +35,41 @@ def synth(
         f"Wrote a synthetic world (seed {seed}, {manifest.n_images} images, "
         f"{manifest.fingerprint[:19]}...) to {out} in {manifest.generation_seconds:.1f} s")
     print(out)  # stdout carries the directory alone, for scripts
+
+
+@app.command("import-mmf")
+def import_mmf(
+    task: str = typer.Option(..., "--task", help="Task the questions belong to: vqa or gqa."),
+    imdb: list[str] = typer.Option(..., "--imdb", help="SPLIT=FILE.npy: an MMF imdb for one split (repeat per split)."),
+    lmdb: list[Path] = typer.Option(..., "--lmdb", help="MMF feature LMDB (repeat when splits use different ones)."),
+    out: Path = typer.Option(..., "--out", help="Directory to write (must be empty unless --force)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out, replacing same-named files."),
+) -> None:
+    """Convert MMF data (imdb .npy + feature LMDB) into LXMERT TSV features and JSON splits."""
+    from vlbench.data.mmf import import_mmf as run_import
+
+    console = Console(stderr=True)
+    summary = run_import(task, _split_files(imdb), lmdb, out, force=force,
+                         say=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
+    for split, info in summary.splits.items():
+        console.print(f"  {split}: {info['questions']} questions ({info['labelled']} labelled) -> "
+                      f"{out / info['file']}", highlight=False, soft_wrap=True)
+    console.print(f"Wrote {summary.images} images' regions to {out / summary.features}; train with: "
+                  f"vlbench train --model lxmert --task {task} --data {out} (pick splits with "
+                  "--set task.train_split=... --set task.eval_splits=...)",
+                  highlight=False, soft_wrap=True)
+    print(out)  # stdout carries the directory alone, for scripts
+
+
+def _split_files(pairs: list[str]) -> dict[str, Path]:
+    """``["train=a.npy", ...]`` -> ``{"train": Path("a.npy")}``, refusing malformed or repeated splits."""
+    out: dict[str, Path] = {}
+    for pair in pairs:
+        split, sep, path = pair.partition("=")
+        if not sep or not split.strip() or not path.strip():
+            raise typer.BadParameter(f"'{pair}': expected SPLIT=FILE.npy, e.g. train=imdb_train2014.npy",
+                                     param_hint="--imdb")
+        if split.strip() in out:
+            raise typer.BadParameter(f"split '{split.strip()}' is given twice", param_hint="--imdb")
+        out[split.strip()] = Path(path.strip()).expanduser()
+    return out

@@ -46,11 +46,13 @@ def show_record(run_dir: Path, console: Console) -> None:
     table = Table(title=f"{record['model']} on {record['task']}{synthetic}, seed {record['seed']}")
     table.add_column("split")
     table.add_column(record["primary_metric"], justify="right")
-    table.add_column("prior baseline", justify="right")
-    prior = record.get("baselines", {}).get("prior", {})
+    baselines = record.get("baselines") or {}
+    for name in baselines:
+        table.add_column(f"{name.replace('_', '-')} baseline", justify="right")
     for split, metrics in record.get("metrics", {}).items():
-        base = prior.get(split, {}).get(record["primary_metric"])
-        table.add_row(split, f"{metrics[record['primary_metric']]:.2f}", "" if base is None else f"{base:.2f}")
+        base = [baselines[name].get(split, {}).get(record["primary_metric"]) for name in baselines]
+        table.add_row(split, f"{metrics[record['primary_metric']]:.2f}",
+                      *("" if b is None else f"{b:.2f}" for b in base))
     console.print(table)
     tp = record.get("throughput", {})
     console.print(f"params {record['params']:,}  train {tp.get('train_examples_per_s') or 0:.0f} ex/s  "

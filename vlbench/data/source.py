@@ -100,7 +100,7 @@ def generator_stamp() -> str:
 
 def resolve_data(data_dir: str | Path | None, *, quiet: bool = False, say: Any = print) -> DataSource:
     """Resolve ``--data`` (``None`` = the embedded synthetic benchmark, generated on first use)."""
-    from vlbench.data.synth.world import generate, is_synthetic, read_manifest
+    from vlbench.data.synth.world import MANIFEST, generate, is_synthetic, read_manifest
 
     if data_dir is None:
         root = cache_root() / "synthetic" / f"world-seed{EMBEDDED_WORLD_SEED}-{generator_stamp()}"
@@ -122,6 +122,8 @@ def resolve_data(data_dir: str | Path | None, *, quiet: bool = False, say: Any =
     root = Path(data_dir).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"--data {data_dir}: no such directory; point it at a data directory or omit it")
+    if (root / MANIFEST).is_file():  # a world's manifest that does not read is an error, not real data
+        read_manifest(root)
     if is_synthetic(root):
         if not quiet:
             say(f"Data: synthetic world at {root} (results are on SYNTHETIC data)")

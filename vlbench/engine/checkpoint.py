@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from vlbench.engine.layout import CONFIG_FILE, read_checkpoint, read_safetensors, write_checkpoint
 from vlbench.errors import CheckpointError
@@ -137,13 +137,33 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, meta: dict[str, Any
     return directory
 
 
+def recover(directory: Path) -> Path:
+    """Finish a save that was killed between its two renames (see :func:`save_checkpoint`).
+
+    The temporary sibling is complete once renaming starts, so it is the newest state; without
+    it, the previous checkpoint (``.old``) is. Either is moved back to ``directory``.
+    """
+    directory = Path(directory)
+    if directory.exists():
+        return directory
+    for candidate in (directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")):
+        if (candidate / "trainer_state.json").is_file() and (candidate / "optim.safetensors").is_file():
+            os.replace(candidate, directory)
+            break
+    return directory
+
+
 def load_training_state(directory: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
     """Restore optimizer, scheduler and RNG states; returns the trainer's own counters."""
     state_path, optim_path = directory / "trainer_state.json", directory / "optim.safetensors"
     if not state_path.is_file() or not optim_path.is_file():
         raise CheckpointError(f"{directory}: no resumable training state (trainer_state.json, optim.safetensors)")
-    state = json.loads(state_path.read_text())
-    tensors = load_file(str(optim_path))
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{state_path}: damaged training state (not JSON); the checkpoint was cut "
+                              "short: start the run again") from None
+    tensors = read_safetensors(optim_path)
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state.pop("optimizer")))
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])

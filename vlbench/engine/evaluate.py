@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -50,11 +51,18 @@ def eval_examples(task: Task, split: str, limit: int = 0) -> Sequence[Any]:
 
 def write_outputs(run_dir: Path, task: Task, split: str, predictions: dict[str, Any],
                   records: list[dict[str, Any]]) -> Path:
-    """Official-format predictions and per-question records (see the run contract)."""
+    """Official-format predictions and per-question records (see the run contract), each
+    written to a temporary name and renamed, so a full disk or a kill never leaves half a file."""
     (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
     (run_dir / "per_question").mkdir(parents=True, exist_ok=True)
-    path = task.write_predictions(predictions, run_dir / "predictions" / f"{split}{task.prediction_suffix}")
-    with open(run_dir / "per_question" / f"{split}.jsonl", "w") as f:
+    final = run_dir / "predictions" / f"{split}{task.prediction_suffix}"
+    # The temporary name keeps the suffix, which tasks may set on the path they are given.
+    written = task.write_predictions(predictions, final.with_name(".tmp-" + final.name))
+    os.replace(written, final)
+    per_question = run_dir / "per_question" / f"{split}.jsonl"
+    tmp = per_question.with_name(".tmp-" + per_question.name)
+    with open(tmp, "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    return path
+    os.replace(tmp, per_question)
+    return final

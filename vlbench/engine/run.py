@@ -10,13 +10,13 @@ from typing import Any
 
 from rich.console import Console
 
-from vlbench.engine.checkpoint import load_weights
+from vlbench.engine.checkpoint import load_weights, recover
 from vlbench.engine.evaluate import eval_examples, predict, write_outputs
 from vlbench.engine.provenance import provenance
 from vlbench.engine.reuse import find_run, remove_stale
 from vlbench.engine.session import Session, new_session, open_session, planned_inputs
 from vlbench.engine.trainer import BEST, LAST, Trainer
-from vlbench.errors import CheckpointError, ConfigError
+from vlbench.errors import CheckpointError, ConfigError, DataError
 from vlbench.results.records import write_json_atomic
 
 
@@ -33,6 +33,8 @@ def data_fingerprint(session: Session) -> str:
 
 def base_record(session: Session) -> dict[str, Any]:
     """The parts of run.json fixed when the run starts."""
+    from vlbench.engine.scoring import metric_description
+
     task = session.task
     splits = {s: len(task.examples(s)) for s in [task.train_split, *task.eval_splits]}
     baselines: dict[str, dict[str, Any]] = {}
@@ -51,6 +53,9 @@ def base_record(session: Session) -> dict[str, Any]:
         "data": {"source": session.data.label, "synthetic": session.data.synthetic,
                  "fingerprint": data_fingerprint(session), "splits": splits},
         "primary_metric": task.primary_metric,
+        # How the metrics are means over per-question rows ("metric_units", "category_kinds"):
+        # the results layer reads them, so it needs no knowledge of any task.
+        **metric_description(task),
         "eval_splits": list(task.eval_splits),
         "baselines": baselines,
         "params": sum(p.numel() for p in session.model.parameters()),
@@ -75,6 +80,8 @@ def finish_record(base: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]
         "wall_seconds": round(state["wall_seconds"], 3),
         "checkpoint": BEST,
     })
+    if state.get("failure"):
+        record["failure"] = state["failure"]
     return record
 
 
@@ -110,7 +117,11 @@ def train(model: str, task: str, *, data_dir: str | None = None, seed: int = 0, 
     if init is not None:
         from vlbench.engine.init import apply_init
 
-        session.extra["init"] = apply_init(session, init, say=console.print)
+        try:
+            session.extra["init"] = apply_init(session, init, say=console.print)
+        except BaseException:
+            shutil.rmtree(session.run_dir)  # nothing was trained: leave no half-made run behind
+            raise
         session.extra["objectives"] = session.extra["init"].get("objectives", [])
     console.print(f"Run directory: {session.run_dir}")
     base = base_record(session)
@@ -131,9 +142,15 @@ def resume(run_dir: str | Path, *, console: Console | None = None) -> Path:
     if record.get("status") == "finished":
         console.print(f"{run_dir} is already finished; nothing to resume")
         return session.run_dir
+    recover(session.run_dir / LAST)
     if not (session.run_dir / LAST / "trainer_state.json").is_file():
         raise CheckpointError(f"{run_dir}: no checkpoint to resume from (it was interrupted before its first save); "
                               "start it again")
+    fingerprint = data_fingerprint(session)
+    if fingerprint != record["data"]["fingerprint"]:
+        raise DataError(f"{run_dir}: the data changed since the run started (fingerprint "
+                        f"{fingerprint[:19]}... now, {record['data']['fingerprint'][:19]}... then); "
+                        "resume it on the data it was started with, or start a new run")
     base = {k: v for k, v in record.items() if k not in ("status", "metrics", "throughput", "wall_seconds")}
     base["provenance"] = dict(record["provenance"], resumed=provenance(session.device)["started"])
     trainer = Trainer(session, console, on_record=lambda st: finish_record(base, st))
@@ -160,8 +177,12 @@ def evaluate(target: str | Path, *, split: str, task: str | None = None, data_di
     preds, seconds = predict(model, session.task, examples, batch_size=session.cfg.train.batch_size * 2,
                              device=session.device, precision=session.cfg.train.precision)
     metrics, records = session.task.score(split, preds)
-    path = write_outputs(run_dir, session.task, split, preds, records)
-    return {"run": str(run_dir), "checkpoint": str(ckpt), "split": split, "metrics": metrics,
-            "predictions": str(path), "examples": len(examples),
-            "examples_per_s": len(examples) / seconds if seconds else None,
-            "seconds": time.perf_counter() - t0}
+    # An evaluation has its own folder: the record's predictions stay those of its metrics.
+    out = run_dir / "evaluations" / ckpt.name
+    path = write_outputs(out, session.task, split, preds, records)
+    result = {"run": str(run_dir), "checkpoint": str(ckpt), "split": split, "metrics": metrics,
+              "predictions": str(path), "examples": len(examples),
+              "examples_per_s": len(examples) / seconds if seconds else None,
+              "seconds": time.perf_counter() - t0}
+    write_json_atomic(out / f"{split}.json", result)
+    return result

@@ -10,12 +10,25 @@ from vlbench.data.jsonio import read_json
 from vlbench.data.source import resolve_data
 from vlbench.engine.backbone import model_entry
 from vlbench.engine.evaluate import write_outputs
+from vlbench.engine.task import Task
 from vlbench.errors import DataError
 from vlbench.registry import TASKS
+from vlbench.results.records import write_json_atomic
+
+
+def metric_description(task: type[Task] | Task) -> dict[str, Any]:
+    """The run.json keys that say how ``task``'s metrics are built from per-question rows."""
+    return {"metric_units": {name: dict(spec) for name, spec in task.metric_units.items()},
+            "category_kinds": list(task.category_kinds)}
 
 
 def rescore_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Metrics per split recomputed from ``predictions/``; per-question records are rewritten."""
+    """Metrics per split recomputed from ``predictions/``; per-question records are rewritten.
+
+    run.json also gets the task's current ``metric_units`` and ``category_kinds``, so a record
+    of an earlier release describes the per-question rows it now has (its metrics are left
+    to the caller, which keeps the previous ones).
+    """
     run_dir = Path(run_dir)
     record = read_json(run_dir / "run.json")
     task_cls = TASKS.get(record["task"])
@@ -31,4 +44,9 @@ def rescore_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         metrics, records = task.score(split, predictions)
         write_outputs(run_dir, task, split, predictions, records)
         out[split] = metrics
+    # Only once every per-question file is rewritten: the description is of the new rows.
+    current = read_json(run_dir / "run.json")  # re-read: keep whatever changed meanwhile
+    described = {**current, **metric_description(task_cls)}
+    if described != current:
+        write_json_atomic(run_dir / "run.json", described)
     return out

@@ -41,6 +41,17 @@ class Task(ABC):
 
     config_class: ClassVar[type]
     primary_metric: ClassVar[str] = "accuracy"
+    #: how each metric named here is a mean over per-question units, so that statistics can
+    #: resample them (written to run.json as ``metric_units``; read-only). A spec is ``{}``
+    #: (the mean score of the counted rows), ``{"where": {kind: [category, "!category", ...]}}``
+    #: (only counted rows whose ``types[kind]`` is one of the plain categories and none of
+    #: the ``!`` ones), and/or ``{"over": "group"}`` (units are the rows' ``group`` keys: a
+    #: group is right when all its rows are). Rows say ``"counted": false`` when the official
+    #: metric leaves them out. ``per_<kind>.<category>`` breakdowns need no entry.
+    metric_units: ClassVar[dict[str, dict[str, Any]]] = {"accuracy": {}}
+    #: the ``types`` kinds whose categories ``vlbench compare`` breaks differences down by
+    #: (written to run.json as ``category_kinds``)
+    category_kinds: ClassVar[tuple[str, ...]] = ()
     prediction_suffix: ClassVar[str] = ".json"
     #: bump when a code change alters this task's results (``vlbench train --reuse``)
     revision: ClassVar[int] = 1

@@ -28,6 +28,7 @@ from torch import nn
 from vlbench.engine.checkpoint import load_training_state, load_weights, save_checkpoint
 from vlbench.engine.evaluate import autocast, eval_examples, predict, to_device, write_outputs
 from vlbench.engine.session import Session
+from vlbench.errors import TrainingError
 from vlbench.results.records import write_json_atomic
 
 LAST, BEST = "checkpoints/last", "checkpoints/best"
@@ -118,6 +119,7 @@ class Trainer:
         last = self.s.run_dir / LAST
         load_weights(self.model, last / "model.safetensors")
         self.state.update(load_training_state(last, self.optimizer, self.scheduler))
+        self._history_path.touch()  # stopped before the first log line: there is none yet
         with open(self._history_path, "r+b") as f:  # drop log lines written after the checkpoint
             f.truncate(self.state["history_bytes"])
         self.console.print(f"Resuming {self.s.run_dir} at epoch {self.state['epoch']}, step {self.state['step']}")
@@ -145,6 +147,14 @@ class Trainer:
         except KeyboardInterrupt:
             self._write_record("interrupted")
             raise
+        except Exception as exc:
+            # Whatever stops the loop, the record must not say "running" forever.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not isinstance(exc, TrainingError):
+                reason = f"{type(exc).__name__} at epoch {self.state['epoch']}, step {self.state['step']}: {reason}"
+            self.state["failure"] = reason
+            self._write_record("failed")
+            raise TrainingError(f"{self.s.run_dir}: {reason}; the run is recorded as failed") from exc
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -164,8 +174,15 @@ class Trainer:
             with autocast(self.s.device, cfg.precision):
                 logits = self.model(batch)
             loss, parts = split_loss(task.loss(logits, batch))
+            value = loss.item()
+            if not math.isfinite(value):
+                bad = [k for k, v in parts.items() if not math.isfinite(v)]
+                raise TrainingError(
+                    f"the loss is {value} at epoch {epoch + 1}, step {self.state['step'] + 1}"
+                    f"{f' ({bad[0]})' if len(parts) > 1 and bad else ''}; check the inputs for "
+                    "non-finite values and lower train.lr")
             (loss / cfg.grad_accum).backward()
-            running.append(loss.item())
+            running.append(value)
             for name, value in parts.items():
                 named.setdefault(name, []).append(value)
             seen += len(idx)

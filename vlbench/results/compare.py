@@ -1,12 +1,12 @@
 """Compare two runs (or two groups of seeds) question by question.
 
-Differences are B - A. Metrics that are means over questions (or, for NLVR2 consistency,
-over sentences) get a paired bootstrap interval over exactly the units the official metric
-counts (GQA: balanced questions) and a paired test: exact McNemar on right/wrong units, a
-sign-flip permutation test on soft scores (VQA, means over seeds). Such a metric is paired
-only when its per-question scores rebuild the run records' values, so that delta = B - A;
-other metrics get the plain difference of the run records. Runs on different tasks, splits
-or data are refused: their numbers are not comparable.
+Differences are B - A. Metrics that are means over units (questions, or groups of them, as
+the run records' ``metric_units`` say; see ``results.questions``) get a paired bootstrap
+interval over exactly the units the official metric counts and a paired test: exact McNemar
+on right/wrong units, a sign-flip permutation test on soft scores (or means over seeds).
+Such a metric is paired only when its per-question scores rebuild the run records' values,
+so that delta = B - A; other metrics get the plain difference of the run records. Runs on
+different tasks, splits or data are refused: their numbers are not comparable.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from vlbench.results.questions import (
     agrees,
     align,
     breakdown_name,
-    category_kinds,
     category_labels,
+    compared_kinds,
     counted,
+    describing,
     discordant,
     load_questions,
     paired_units,
-    unmarked_balance,
 )
 from vlbench.results.records import Run, find_runs
 from vlbench.results.select import display_value
@@ -71,7 +71,7 @@ class Difference:
     ci_low: float | None = None
     ci_high: float | None = None
     p_value: float | None = None
-    n: int | None = None  # units (questions or sentences) behind the interval
+    n: int | None = None  # units (questions or groups) behind the interval
     source: str = "per_question"  # or "run.json" when only the records' values are known
     kind: str | None = None  # category family (answer_type, structural, ...) for categories
     p_holm: float | None = None
@@ -105,7 +105,7 @@ class Comparison:
     metric: str
     confidence: float
     n_resamples: int
-    n_questions: int  # questions the official metrics count (GQA: balanced ones)
+    n_questions: int  # questions the official metrics count (rows not marked uncounted)
     metrics: list[Difference]
     categories: list[Difference]
     table: dict[str, int]  # McNemar counts on the headline metric
@@ -202,13 +202,14 @@ def _paired(name: str, ua: np.ndarray, ub: np.ndarray, opts: dict[str, Any]) -> 
                       100.0 * low, 100.0 * high, p, int(ua.size), test=test)
 
 
-def _disagreement(qa: QuestionTable, name: str, d: Difference, ra: float | None,
-                  rb: float | None) -> str | None:
+def _disagreement(qa: QuestionTable, qb: QuestionTable, name: str, d: Difference,
+                  ra: float | None, rb: float | None) -> str | None:
     """Why the per-question scores are not the records' ``name`` (None when they are)."""
     if ra is None or rb is None or (agrees(d.a, ra) and agrees(d.b, rb)):
         return None
-    why = (" (the GQA per-question records do not mark balanced questions)"
-           if unmarked_balance(qa) else "")
+    # Such records say nothing of which rows their metrics count: all rows are assumed.
+    why = (" (the run records predate metric_units, so every per-question row was counted)"
+           if qa.metric_units is None and qb.metric_units is None else "")
     return (f"{name}: per-question scores give A {d.a:.2f}, B {d.b:.2f}, the run records "
             f"{ra:.2f}, {rb:.2f}{why}; no interval or test. Rescore the runs "
             "(vlbench leaderboard --rescore RUN ...) to rewrite their per-question files")
@@ -225,7 +226,7 @@ def _metric(name: str, a: Side, b: Side, split: str, qa: QuestionTable, qb: Ques
     units = paired_units(qa, qb, name)
     if units is not None:
         d = _paired(name, *units, opts)
-        problem = _disagreement(qa, name, d, ra, rb)
+        problem = _disagreement(qa, qb, name, d, ra, rb)
         if problem is None:
             if ra is not None and rb is not None:
                 d.a, d.b, d.delta = ra, rb, rb - ra
@@ -243,9 +244,10 @@ def _categories(a: Side, b: Side, split: str, qa: QuestionTable, qb: QuestionTab
     (with a note): its interval and test would be about other questions.
     """
     out: list[Difference] = []
-    for kind in category_kinds(qa):
+    described = describing(qa, qb)
+    for kind in compared_kinds(described):
         family = []
-        for category in category_labels(qa, kind):
+        for category in category_labels(described, kind):
             name = breakdown_name(kind, category)
             d = _metric(name, a, b, split, qa, qb, opts, notes)
             if d.source == "per_question":
@@ -261,7 +263,8 @@ def _categories(a: Side, b: Side, split: str, qa: QuestionTable, qb: QuestionTab
 def _flips(qa: QuestionTable, qb: QuestionTable) -> list[Flip]:
     """Counted questions right under one side and wrong under the other."""
     sa, sb = qa.scores.mean(axis=0), qb.scores.mean(axis=0)
-    flipped = ((sa > CORRECT_THRESHOLD) != (sb > CORRECT_THRESHOLD)) & counted(qa)
+    kept = counted(describing(qa, qb))
+    flipped = ((sa > CORRECT_THRESHOLD) != (sb > CORRECT_THRESHOLD)) & kept
     flips = []
     for i in np.flatnonzero(flipped):
         flips.append(Flip(
@@ -318,13 +321,15 @@ def compare_sides(
     note = _test_note(diffs + cats, n_resamples)
     if note is not None:
         notes.append(note)
-    ua, ub = paired_units(qa, qb, head) or paired_units(qa, qb, "accuracy")
+    # McNemar's table on the headline's units, else on accuracy's (empty without either).
+    ua, ub = (paired_units(qa, qb, head) or paired_units(qa, qb, "accuracy")
+              or (np.zeros(0), np.zeros(0)))
     both, a_only, b_only, neither = discordant(ua, ub)
     first = a.first
     return Comparison(
         a=a, b=b, task=first.task, split=split, fingerprint=first.fingerprint,
         synthetic=first.synthetic, metric=head, confidence=confidence, n_resamples=n_resamples,
-        n_questions=int(counted(qa).sum()), metrics=diffs, categories=cats,
+        n_questions=int(counted(describing(qa, qb)).sum()), metrics=diffs, categories=cats,
         table={"both_right": both, "a_only": a_only, "b_only": b_only, "both_wrong": neither},
         flips=_flips(qa, qb), notes=notes,
     )

@@ -249,9 +249,9 @@ def _summarise(row: Row, opts: _Options) -> None:
 def _bootstrap_single(row: Row, name: str, summary: Interval, opts: _Options) -> Interval:
     """A single run's interval: bootstrap over the questions the metric averages.
 
-    Per-question scores that do not average to the run record's value (stale files, or GQA
-    records that do not mark balanced questions) would give an interval around another
-    number: the row then gets no interval, and a note says why.
+    Per-question scores that do not average to the run record's value (stale files, or a
+    record that predates ``metric_units`` and so does not say which rows count) would give an
+    interval around another number: the row then gets no interval, and a note says why.
     """
     if len(row.runs) != 1:
         return summary

@@ -1,40 +1,108 @@
 """Per-question results (``RUN/per_question/{split}.jsonl``) aligned across runs.
 
 The per-question scores let statistics resample questions: a metric that is a mean over
-questions (accuracy, GQA binary/open, a per-type breakdown) or over sentences (NLVR2
-consistency) is rebuilt here from "units" whose mean, times 100, is the metric. The units
-are exactly those the official metric counts: GQA scores balanced questions only (a row
-with ``"balanced": false`` is left out), VQA every question with its soft score, NLVR2
-consistency every sentence.
+units (questions, or groups of questions) is rebuilt here from the units whose mean, times
+100, is the metric. Which units each metric averages is said by the task, not known here:
+
+- Each per-question row has ``id``, ``score`` (in [0, 1]) and ``types`` (kind -> category),
+  and may carry ``"counted": false`` (the official metrics leave this row out) and
+  ``"group": "<key>"`` (the unit of a metric over groups).
+- run.json's ``metric_units`` maps a metric to its spec: ``{}`` is the mean score of the
+  counted rows; ``"where": {kind: [category, "!category", ...]}`` keeps the counted rows whose
+  ``types[kind]`` is one of the plain categories listed (if any) and none of the ``!`` ones;
+  ``"over": "group"`` averages groups instead of rows, a group being right (1) when every
+  counted row of it is right (score above one half) and wrong (0) otherwise.
+- A breakdown metric ``per_<kind>.<category>`` needs no spec: it is the mean score of the
+  counted rows whose ``types[kind]`` is ``<category>``.
+- run.json's ``category_kinds`` lists the kinds whose categories ``compare`` breaks
+  differences down by.
+
+A record written before these keys existed gets accuracy over every row, breakdowns by
+``types``, and every kind the rows have as a category family; its other metrics are not
+rebuilt (``vlbench leaderboard --rescore`` brings such a record up to date).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from vlbench.errors import DataError
-from vlbench.results.records import Run, read_jsonl
+from vlbench.results.records import RUN_FILE, Run, read_jsonl
 
-# A question counts as "right" when its score is above one half: for 0/1 tasks that is the
-# right answer; for VQA's soft accuracy at least two of ten annotators gave the answer; for a
-# group of seeds, the majority of seeds.
+# A question counts as "right" when its score is above one half: for 0/1 scores that is the
+# right answer; for soft scores (e.g. several annotators' answers) a majority of the credit;
+# for a group of seeds, the majority of seeds.
 CORRECT_THRESHOLD = 0.5
-# Key of a per-question row that says whether the official metrics count it (GQA's
-# isBalanced); rows without it count.
-BALANCED_KEY = "balanced"
+# Row key that leaves a row out of every metric when false; rows without it count.
+COUNTED_KEY = "counted"
+# Row key naming the unit a metric ``{"over": "group"}`` averages.
+GROUP_KEY = "group"
 # A breakdown metric ``per_<kind>.<category>`` averages the questions whose "types" object
 # maps <kind> to <category> (per_answer_type.yes/no, per_structural.query, ...).
 BREAKDOWN_PREFIX = "per_"
 # How far (percentage points) a mean of per-question scores may sit from the run record's
-# value and still be the same metric: both may be rounded to two decimals (VQA's are).
+# value and still be the same metric: both may be rounded to two decimals.
 RECORD_TOLERANCE = 0.01 + 1e-9
-# Category families shown by ``compare``, per task (others: every key found in "types").
-CATEGORY_KINDS = {"vqa": ("answer_type",), "gqa": ("structural", "semantic"), "nlvr2": ()}
+# Keys a metric spec may have, and the units it may average.
+SPEC_KEYS = ("where", "over")
+OVER = ("row", "group")
+# Marks a category a ``where`` clause excludes.
+NOT = "!"
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """How one metric is a mean over units (one parsed entry of ``metric_units``)."""
+
+    # (kind, categories kept (empty: any), categories excluded), all of which must hold
+    where: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = ()
+    over: str = "row"  # or "group"
+
+
+# What a record without ``metric_units`` is taken to say.
+FALLBACK_UNITS: dict[str, UnitSpec] = {"accuracy": UnitSpec()}
+
+
+def parse_metric_units(raw: Any, source: str) -> dict[str, UnitSpec]:
+    """A run record's ``metric_units``; a malformed one is a DataError naming ``source``."""
+    if not isinstance(raw, dict):
+        raise DataError(f"{source}: key 'metric_units' must map metric -> spec")
+    out: dict[str, UnitSpec] = {}
+    for name, spec in raw.items():
+        where = f"{source}: metric_units.{name}"
+        if not isinstance(spec, dict):
+            raise DataError(f"{where}: a spec must be an object (e.g. {{}})")
+        unknown = sorted(set(spec) - set(SPEC_KEYS))
+        if unknown:
+            raise DataError(f"{where}: unknown key(s) {', '.join(unknown)}; this vlbench reads "
+                            f"{' and '.join(SPEC_KEYS)}, upgrade vlbench")
+        over = spec.get("over", "row")
+        if over not in OVER:
+            raise DataError(f"{where}: 'over' is {over!r}; use {' or '.join(OVER)}")
+        clauses = spec.get("where", {})
+        if not isinstance(clauses, dict) or not all(
+            isinstance(v, list) and all(isinstance(c, str) for c in v) for v in clauses.values()
+        ):
+            raise DataError(f"{where}: 'where' must map a kind to a list of categories")
+        out[str(name)] = UnitSpec(
+            tuple((str(kind), frozenset(c for c in cats if not c.startswith(NOT)),
+                   frozenset(c[len(NOT):] for c in cats if c.startswith(NOT)))
+                  for kind, cats in clauses.items()),
+            over,
+        )
+    return out
+
+
+def parse_category_kinds(raw: Any, source: str) -> tuple[str, ...]:
+    """A run record's ``category_kinds``; a malformed one is a DataError naming ``source``."""
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        raise DataError(f"{source}: key 'category_kinds' must be a list of type kinds")
+    return tuple(raw)
 
 
 @dataclass(frozen=True)
@@ -46,11 +114,18 @@ class QuestionTable:
     ids: list[str]
     scores: np.ndarray  # [n_runs, n_questions], each in [0, 1]
     predictions: list[list[str]]  # [n_runs][n_questions]
-    rows: list[dict[str, Any]]  # the first run's rows: question, answer(s), types
+    rows: list[dict[str, Any]]  # one run's rows: question, answer(s), types, counted, group
+    metric_units: dict[str, UnitSpec] | None = None  # None: the record does not say
+    category_kinds: tuple[str, ...] | None = None  # None: the record does not say
 
     @property
     def n_runs(self) -> int:
         return int(self.scores.shape[0])
+
+    @property
+    def units(self) -> dict[str, UnitSpec]:
+        """The metrics that are means over units, as the record says (else accuracy only)."""
+        return self.metric_units if self.metric_units is not None else FALLBACK_UNITS
 
     def types(self, kind: str) -> list[str]:
         """The category of each question under ``kind`` (e.g. ``answer_type``), '' if absent."""
@@ -79,15 +154,18 @@ class QuestionTable:
 def load_questions(runs: Sequence[Run], split: str) -> QuestionTable:
     """Read and align the per-question files of ``runs`` on ``split``.
 
-    Raises :class:`DataError` when a file is missing or malformed, or when the runs did not
-    answer the same questions.
+    The rows and the metric description come from the first run whose record carries
+    ``metric_units`` (else the first run): seeds of one group answer the same questions, and
+    a record already brought up to date describes its rows best. Raises :class:`DataError`
+    when a file is missing or malformed, when the runs did not answer the same questions,
+    or when the record's description is malformed.
     """
     if not runs:
         raise ValueError("load_questions needs at least one run")
     ids: list[str] = []
     scores: list[np.ndarray] = []
     predictions: list[list[str]] = []
-    rows: list[dict[str, Any]] = []
+    rows_by_run: list[dict[str, dict[str, Any]]] = []
     for n, run in enumerate(runs):
         path = run.per_question_path(split)
         if not path.exists():
@@ -108,7 +186,6 @@ def load_questions(runs: Sequence[Run], split: str) -> QuestionTable:
             by_id[qid] = row
         if n == 0:
             ids = list(by_id)
-            rows = [by_id[q] for q in ids]
         elif set(by_id) != set(ids):
             extra, missing = len(set(by_id) - set(ids)), len(set(ids) - set(by_id))
             raise DataError(
@@ -117,34 +194,21 @@ def load_questions(runs: Sequence[Run], split: str) -> QuestionTable:
             )
         scores.append(np.array([float(by_id[q]["score"]) for q in ids]))
         predictions.append([str(by_id[q].get("prediction", "")) for q in ids])
-    return QuestionTable(runs[0].task, split, ids, np.vstack(scores), predictions, rows)
-
-
-def nlvr2_sentence_keys(ids: Sequence[str]) -> list[str]:
-    """Sentence of each NLVR2 example, as the official script groups them for consistency.
-
-    Identifiers read ``split-set-pair-sentence``; blanking the pair field leaves one key per
-    sentence, shared by the image pairs it was written for.
-    """
-    keys = []
-    for identifier in ids:
-        parts = identifier.split("-")
-        if len(parts) > 2:
-            parts[2] = ""
-        keys.append("-".join(parts))
-    return keys
+        rows_by_run.append(by_id)
+    d = next((i for i, r in enumerate(runs) if r.metric_units is not None), 0)
+    source = str(runs[d].path / RUN_FILE)
+    units, kinds = runs[d].metric_units, runs[d].category_kinds
+    return QuestionTable(
+        runs[0].task, split, ids, np.vstack(scores), predictions,
+        [rows_by_run[d][q] for q in ids],
+        None if units is None else parse_metric_units(units, source),
+        None if kinds is None else parse_category_kinds(kinds, source),
+    )
 
 
 def counted(table: QuestionTable) -> np.ndarray:
-    """Which questions the task's official metrics count (GQA: the balanced ones)."""
-    if table.task.lower() != "gqa":
-        return np.ones(len(table.ids), dtype=bool)
-    return np.array([row.get(BALANCED_KEY, True) is not False for row in table.rows], dtype=bool)
-
-
-def unmarked_balance(table: QuestionTable) -> bool:
-    """Whether GQA rows lack the balanced mark, so unbalanced questions cannot be left out."""
-    return table.task.lower() == "gqa" and any(BALANCED_KEY not in r for r in table.rows)
+    """Which questions the official metrics count (rows not marked ``"counted": false``)."""
+    return np.array([row.get(COUNTED_KEY, True) is not False for row in table.rows], dtype=bool)
 
 
 def breakdown_name(kind: str, category: str) -> str:
@@ -158,41 +222,56 @@ def category_labels(table: QuestionTable, kind: str) -> list[str]:
     return sorted(set(labels) - {""})
 
 
-def _masked(table: QuestionTable, mask: np.ndarray) -> np.ndarray | None:
-    """Scores of the counted questions selected by ``mask``; None when there are none."""
-    mask = mask & counted(table)
-    return table.scores[:, mask] if mask.any() else None
-
-
-def unit_values(table: QuestionTable, metric: str) -> np.ndarray | None:
-    """Per-unit values ``[n_runs, n_units]`` whose mean x 100 is ``metric``, or None.
-
-    Units are the questions the official metric counts (accuracy, GQA binary/open,
-    breakdowns named like ``per_answer_type.yes/no``) or sentences (NLVR2 consistency).
-    Metrics that are not a mean over such units (GQA validity, distribution, ...) return
-    None.
-    """
-    task = table.task.lower()
-    everything = np.ones(len(table.ids), dtype=bool)
-    if metric == "accuracy":
-        return _masked(table, everything)
-    if task == "gqa" and metric in ("binary", "open"):
-        is_open = np.array([t == "query" for t in table.types("structural")], dtype=bool)
-        return _masked(table, is_open if metric == "open" else ~is_open)
-    if task == "nlvr2" and metric == "consistency":
-        keys = nlvr2_sentence_keys(table.ids)
-        groups = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-        index = np.array([groups[k] for k in keys])
-        wrong = (table.scores <= CORRECT_THRESHOLD).astype(float)
-        out = np.zeros((table.n_runs, len(groups)))
-        for r in range(table.n_runs):
-            np.add.at(out[r], index, wrong[r])
-        return (out == 0).astype(float)
+def metric_spec(table: QuestionTable, metric: str) -> UnitSpec | None:
+    """How ``metric`` is a mean over units: the record's spec, else the breakdown rule."""
+    spec = table.units.get(metric)
+    if spec is not None:
+        return spec
     family, _, category = metric.partition(".")
     if family.startswith(BREAKDOWN_PREFIX) and category:
         kind = family.removeprefix(BREAKDOWN_PREFIX)
-        return _masked(table, np.array([t == category for t in table.types(kind)], dtype=bool))
+        return UnitSpec(((kind, frozenset({category}), frozenset()),))
     return None
+
+
+def _selected(table: QuestionTable, spec: UnitSpec) -> np.ndarray:
+    """The counted questions that ``spec``'s ``where`` clauses keep."""
+    mask = counted(table)
+    for kind, kept, excluded in spec.where:
+        mask &= np.array([(not kept or t in kept) and t not in excluded
+                          for t in table.types(kind)], dtype=bool)
+    return mask
+
+
+def unit_values(
+    table: QuestionTable, metric: str, scores: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Per-unit values ``[n_runs, n_units]`` whose mean x 100 is ``metric``, or None.
+
+    The units are those of the metric's spec (see the module docstring), taken from
+    ``table``'s rows; ``scores`` (default: the table's own, aligned on its questions) gives
+    their values. None when the metric is not a mean over units, when no counted row is
+    selected, or when a metric over groups meets a row without a group.
+    """
+    spec = metric_spec(table, metric)
+    if spec is None:
+        return None
+    scores = table.scores if scores is None else scores
+    mask = _selected(table, spec)
+    if not mask.any():
+        return None
+    if spec.over == "row":
+        return scores[:, mask]
+    keys = [table.rows[i].get(GROUP_KEY) for i in np.flatnonzero(mask)]
+    if not all(isinstance(k, str) for k in keys):
+        return None  # rows written without their group: the metric cannot be rebuilt
+    groups = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    index = np.array([groups[k] for k in keys])
+    wrong = (scores[:, mask] <= CORRECT_THRESHOLD).astype(float)
+    out = np.zeros((scores.shape[0], len(groups)))
+    for r in range(scores.shape[0]):
+        np.add.at(out[r], index, wrong[r])
+    return (out == 0).astype(float)
 
 
 def agrees(per_question: float, record: float) -> bool:
@@ -200,11 +279,12 @@ def agrees(per_question: float, record: float) -> bool:
     return abs(per_question - record) <= RECORD_TOLERANCE
 
 
-def category_kinds(table: QuestionTable) -> list[str]:
-    """Category families worth a per-category comparison for this task."""
-    known = CATEGORY_KINDS.get(table.task.lower())
+def compared_kinds(table: QuestionTable) -> list[str]:
+    """Category families worth a per-category comparison: the record's, else all present."""
     present = table.type_kinds()
-    return [k for k in known if k in present] if known is not None else present
+    if table.category_kinds is None:
+        return present
+    return [k for k in table.category_kinds if k in present]
 
 
 def align(a: QuestionTable, b: QuestionTable) -> QuestionTable:
@@ -219,10 +299,19 @@ def align(a: QuestionTable, b: QuestionTable) -> QuestionTable:
         return b
     where = {q: i for i, q in enumerate(b.ids)}
     order = [where[q] for q in a.ids]
-    return QuestionTable(
-        b.task, b.split, list(a.ids), b.scores[:, order],
-        [[p[i] for i in order] for p in b.predictions], [b.rows[i] for i in order],
-    )
+    return replace(b, ids=list(a.ids), scores=b.scores[:, order],
+                   predictions=[[p[i] for i in order] for p in b.predictions],
+                   rows=[b.rows[i] for i in order])
+
+
+def describing(a: QuestionTable, b: QuestionTable) -> QuestionTable:
+    """The side whose record says how metrics are built (``a`` unless only ``b`` says).
+
+    Both sides answered the same questions, so one description serves both: a record of an
+    earlier release paired with an up-to-date one is then read the up-to-date way.
+    ``b`` must be aligned to ``a``.
+    """
+    return b if a.metric_units is None and b.metric_units is not None else a
 
 
 def paired_units(
@@ -230,7 +319,8 @@ def paired_units(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Seed-averaged per-unit values of ``metric`` for both sides, aligned unit by unit."""
     b = align(a, b)
-    ua, ub = unit_values(a, metric), unit_values(b, metric)
+    d = describing(a, b)
+    ua, ub = unit_values(d, metric, a.scores), unit_values(d, metric, b.scores)
     if ua is None or ub is None:
         return None
     return ua.mean(axis=0), ub.mean(axis=0)

@@ -144,6 +144,18 @@ class Run:
         return str(self.record.get("primary_metric") or "accuracy")
 
     @property
+    def metric_units(self) -> Any:
+        """How the metrics are means over per-question rows (see ``results.questions``);
+        None for a record written before runs said so."""
+        return self.record.get("metric_units")
+
+    @property
+    def category_kinds(self) -> Any:
+        """The ``types`` kinds compared category by category; None when the record does not
+        say (every kind then is)."""
+        return self.record.get("category_kinds")
+
+    @property
     def params(self) -> float | None:
         return _number(self.record.get("params"))
 

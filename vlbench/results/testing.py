@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from vlbench.results.questions import nlvr2_sentence_keys
 from vlbench.results.records import RUN_FORMAT_VERSION, write_json_atomic
 
 GQA_STRUCTURAL = ("query", "verify", "logical", "choose", "compare")
@@ -39,8 +38,9 @@ def question_rows(task: str, scores: Sequence[float], wrong: str = "wrong") -> l
         elif task == "gqa":
             row.update(id=f"q{i:05d}", answer=gold,
                        types={"structural": GQA_STRUCTURAL[i % 5], "semantic": GQA_SEMANTIC[i % 5]})
-        else:  # nlvr2: each sentence is written for two image pairs
-            row.update(id=f"dev-{i // 4}-{i % 2}-{(i // 2) % 2}", answer="True", types={})
+        else:  # nlvr2: each sentence is written for two image pairs, its group
+            row.update(id=f"dev-{i // 4}-{i % 2}-{(i // 2) % 2}", answer="True", types={},
+                       group=f"dev-{i // 4}--{(i // 2) % 2}")
         rows.append(row)
     return rows
 
@@ -64,9 +64,8 @@ def metrics_for(task: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     elif task == "vqa":
         out["per_answer_type"] = by("answer_type")
     else:
-        keys = nlvr2_sentence_keys([r["id"] for r in rows])
         ok: dict[str, bool] = {}
-        for key, score in zip(keys, scores, strict=True):
+        for key, score in zip([r["group"] for r in rows], scores, strict=True):
             ok[key] = ok.get(key, True) and score >= 1.0
         out["consistency"] = 100.0 * float(np.mean(list(ok.values())))
     return out
@@ -92,13 +91,22 @@ def write_run(
     history: Sequence[dict[str, Any]] | None = None,
     baselines: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
+    metric_units: dict[str, dict[str, Any]] | None = None,
+    category_kinds: Sequence[str] | None = None,
 ) -> Path:
     """Write ``root/name`` as a run directory and return its path.
 
     ``scores`` maps split -> per-question scores: per-question files are written and, unless
-    ``metrics`` is given, the record's metrics are computed from them.
+    ``metrics`` is given, the record's metrics are computed from them. ``metric_units`` and
+    ``category_kinds`` default to what the registered task declares, as the engine writes
+    them (none for a task that is not registered).
     """
     run_dir = Path(root) / name
+    described = _description(task)
+    if metric_units is not None:
+        described["metric_units"] = dict(metric_units)
+    if category_kinds is not None:
+        described["category_kinds"] = list(category_kinds)
     metrics = dict(metrics or {})
     for split, values in (scores or {}).items():
         rows = question_rows(task, values)
@@ -124,6 +132,7 @@ def write_run(
                  "fingerprint": fingerprint, "splits": {}},
         "metrics": metrics,
         "primary_metric": "accuracy",
+        **described,
         "eval_splits": list(metrics),
         "baselines": baselines or {},
         "params": params,
@@ -138,3 +147,12 @@ def write_run(
     }
     write_json_atomic(run_dir / "run.json", record)
     return run_dir
+
+
+def _description(task: str) -> dict[str, Any]:
+    """``metric_units`` and ``category_kinds`` of a registered task, as run.json holds them."""
+    # Imported late: the registry loads the task plugins, which most of this module skips.
+    from vlbench.engine.scoring import metric_description
+    from vlbench.registry import TASKS
+
+    return metric_description(TASKS.get(task)) if task in TASKS else {}
