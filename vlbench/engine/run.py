@@ -33,14 +33,10 @@ def data_fingerprint(session: Session) -> str:
 
 def base_record(session: Session) -> dict[str, Any]:
     """The parts of run.json fixed when the run starts."""
-    from vlbench.engine.scoring import metric_description
+    from vlbench.engine.scoring import metric_description, task_baselines
 
     task = session.task
     splits = {s: len(task.examples(s)) for s in [task.train_split, *task.eval_splits]}
-    baselines: dict[str, dict[str, Any]] = {}
-    for split in task.eval_splits:
-        for name, metrics in task.baselines(split).items():
-            baselines.setdefault(name, {})[split] = metrics
     return {
         "vlbench_run": 1,
         "run_id": session.run_dir.name,
@@ -57,7 +53,7 @@ def base_record(session: Session) -> dict[str, Any]:
         # the results layer reads them, so it needs no knowledge of any task.
         **metric_description(task),
         "eval_splits": list(task.eval_splits),
-        "baselines": baselines,
+        "baselines": task_baselines(task),
         "params": sum(p.numel() for p in session.model.parameters()),
         "provenance": provenance(session.device),
         "init": session.extra.get("init"),

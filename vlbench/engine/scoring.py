@@ -22,12 +22,23 @@ def metric_description(task: type[Task] | Task) -> dict[str, Any]:
             "category_kinds": list(task.category_kinds)}
 
 
+def task_baselines(task: Task) -> dict[str, dict[str, Any]]:
+    """Every baseline the task defines, per evaluation split (run.json ``baselines``). They are
+    computed from the data alone, so a rescore can bring an earlier record's up to date."""
+    baselines: dict[str, dict[str, Any]] = {}
+    for split in task.eval_splits:
+        for name, metrics in task.baselines(split).items():
+            baselines.setdefault(name, {})[split] = metrics
+    return baselines
+
+
 def rescore_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Metrics per split recomputed from ``predictions/``; per-question records are rewritten.
 
-    run.json also gets the task's current ``metric_units`` and ``category_kinds``, so a record
-    of an earlier release describes the per-question rows it now has (its metrics are left
-    to the caller, which keeps the previous ones).
+    run.json also gets the task's current ``metric_units``, ``category_kinds`` and baselines,
+    so a record of an earlier release describes the per-question rows it now has and carries
+    every baseline the task now defines (its metrics are left to the caller, which keeps the
+    previous ones).
     """
     run_dir = Path(run_dir)
     record = read_json(run_dir / "run.json")
@@ -46,7 +57,7 @@ def rescore_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         out[split] = metrics
     # Only once every per-question file is rewritten: the description is of the new rows.
     current = read_json(run_dir / "run.json")  # re-read: keep whatever changed meanwhile
-    described = {**current, **metric_description(task_cls)}
+    described = {**current, **metric_description(task_cls), "baselines": task_baselines(task)}
     if described != current:
         write_json_atomic(run_dir / "run.json", described)
     return out
