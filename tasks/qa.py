@@ -20,7 +20,7 @@ from vlbench.engine.backbone import ModelSpec
 from vlbench.engine.task import Task, TaskModel
 from vlbench.errors import DataError
 from vlbench.models.heads import QAHead
-from vlbench.tasks.text_baseline import fit_predict
+from vlbench.tasks.text_baseline import task_predictions
 
 
 @dataclass
@@ -137,18 +137,10 @@ class QATask(Task):
         return {ex.qid: self.prior.get(ex.qtype, fallback) for ex in self.examples(split)}
 
     def text_only_predictions(self, split: str) -> dict[str, str]:
-        """Answers of the learned question-only baseline (:mod:`vlbench.tasks.text_baseline`),
-        trained once on the training split for every evaluation split."""
-        cache = self.__dict__.setdefault("_text_only", {})
-        if split not in cache:
-            splits = list(dict.fromkeys([*self.eval_splits, split]))
-            train = [ex for ex in self.examples(self.train_split) if ex.label]
-            asked = [ex for s in splits for ex in self.examples(s)]
-            answers = iter(fit_predict([ex.question for ex in train], [best_answer(ex) for ex in train],
-                                       [ex.question for ex in asked]))
-            for s in splits:
-                cache[s] = {ex.qid: next(answers) for ex in self.examples(s)}
-        return cache[split]
+        """Answers of the learned question-only baseline (:mod:`vlbench.tasks.text_baseline`)."""
+        return task_predictions(self, split, text=lambda ex: ex.question,
+                                label=lambda ex: best_answer(ex) if ex.label else "",
+                                key=lambda ex: ex.qid)
 
     def baselines(self, split: str) -> dict[str, dict[str, float]]:
         """``prior`` (most frequent training answer per question type) and ``text_only``

@@ -10,7 +10,8 @@ morphology of questions; the features are capped so that real-size splits stay i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 #: at most this many training examples (taken in order) and n-gram features per kind
 TRAIN_LIMIT = 200_000
@@ -41,3 +42,19 @@ def fit_predict(train_texts: Sequence[str], train_labels: Sequence[str],
     model = make_pipeline(features, LogisticRegression(max_iter=300, C=10.0, random_state=seed))
     model.fit(train_texts, train_labels)
     return [str(p) for p in model.predict(list(texts))]
+
+
+def task_predictions(task: Any, split: str, text: Callable[[Any], str], label: Callable[[Any], str],
+                     key: Callable[[Any], str]) -> dict[str, str]:
+    """The baseline's answer to every example of ``split`` (by ``key``), trained once per task
+    on its labelled training examples (``label`` "" = unlabelled) for all evaluation splits."""
+    cache = task.__dict__.setdefault("_text_only", {})
+    if split not in cache:
+        splits = list(dict.fromkeys([*task.eval_splits, split]))
+        train = [ex for ex in task.examples(task.train_split) if label(ex)]
+        asked = [ex for s in splits for ex in task.examples(s)]
+        answers = iter(fit_predict([text(ex) for ex in train], [label(ex) for ex in train],
+                                   [text(ex) for ex in asked]))
+        for s in splits:
+            cache[s] = {key(ex): next(answers) for ex in task.examples(s)}
+    return cache[split]

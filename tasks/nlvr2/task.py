@@ -35,7 +35,7 @@ from vlbench.registry import register_task
 from vlbench.tasks.nlvr2.scoring import read_nlvr2_predictions, score_nlvr2, sentence_group
 from vlbench.tasks.nlvr2.synth import NLVR2_PART
 from vlbench.tasks.qa import encode_inputs
-from vlbench.tasks.text_baseline import fit_predict
+from vlbench.tasks.text_baseline import task_predictions
 
 #: LXMERT's preprocessed files name dev "valid" and test1 "test"
 LXMERT_SPLIT_NAMES = {"dev": "valid", "test1": "test"}
@@ -280,18 +280,9 @@ class NLVR2Task(Task):
         return {"prior": prior, "text_only": text}
 
     def text_only_predictions(self, split: str) -> dict[str, str]:
-        """Labels of the learned sentence-only baseline (:mod:`vlbench.tasks.text_baseline`),
-        trained once on the training split for every evaluation split."""
-        cache = self.__dict__.setdefault("_text_only", {})
-        if split not in cache:
-            splits = list(dict.fromkeys([*self.eval_splits, split]))
-            train = [ex for ex in self.examples(self.train_split) if ex.label]
-            asked = [ex for s in splits for ex in self.examples(s)]
-            labels = iter(fit_predict([ex.sentence for ex in train], [ex.label for ex in train],
-                                      [ex.sentence for ex in asked]))
-            for s in splits:
-                cache[s] = {ex.identifier: next(labels) for ex in self.examples(s)}
-        return cache[split]
+        """Labels of the learned sentence-only baseline (:mod:`vlbench.tasks.text_baseline`)."""
+        return task_predictions(self, split, text=lambda ex: ex.sentence, label=lambda ex: ex.label,
+                                key=lambda ex: ex.identifier)
 
 
 def pair_id(identifier: str, where: str) -> str:
