@@ -1,6 +1,9 @@
-"""Built-in task plugins (importing this package registers them)."""
+"""Built-in task plugins: every sub-package is one, and its ``task`` module registers it when
+this package is imported (no list to keep: a new task folder is found)."""
 
-from vlbench.tasks.gqa import task as _gqa  # noqa: F401
-from vlbench.tasks.nlvr2 import task as _nlvr2  # noqa: F401
-from vlbench.tasks.pretrain import task as _pretrain  # noqa: F401
-from vlbench.tasks.vqa import task as _vqa  # noqa: F401
+import importlib
+import pkgutil
+
+for _info in pkgutil.iter_modules(__path__):
+    if _info.ispkg:
+        importlib.import_module(f"{__name__}.{_info.name}.task")
