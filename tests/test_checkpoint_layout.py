@@ -81,6 +81,30 @@ def test_a_trained_run_exports_to_hf_with_equal_answer_logits(gqa_run: Path, tmp
     assert config["num_qa_labels"] == len(session.task.answers)
 
 
+def test_a_trained_visualbert_run_exports_to_hf_with_equal_answer_logits(small_world: Path,
+                                                                          tmp_path: Path):
+    transformers = pytest.importorskip("transformers")
+    from typer.testing import CliRunner
+
+    from vlbench.cli import app
+    from vlbench.engine.checkpoint import load_weights
+
+    run = train("visualbert", "gqa", data_dir=str(small_world), seed=0, out=tmp_path / "runs",
+                overrides=QUICK)
+    result = CliRunner().invoke(app, ["convert", str(run), str(tmp_path / "hf"), "--to", "hf"])
+    assert result.exit_code == 0, result.output
+    hf = transformers.VisualBertForQuestionAnswering.from_pretrained(str(tmp_path / "hf")).eval()
+    session, batch = _batch(run)
+    load_weights(session.model, run / "checkpoints" / "best" / "model.safetensors")
+    session.model.eval()
+    with torch.no_grad():
+        ours = session.model(batch)
+        theirs = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    token_type_ids=batch["token_type_ids"], visual_embeds=batch["visual_feats"],
+                    visual_attention_mask=batch["visual_attention_mask"]).logits
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+
+
 def _to_earlier_layout(run: Path) -> None:
     """Rewrite a run's checkpoints as the previous release wrote them (answer_head.* keys, the
     run config without layout fields, answers only in task_state.json)."""
