@@ -23,13 +23,15 @@ MODELS=${MODELS:-"lxmert visualbert"}
 ABLATE=(ablate --drop-task mask_obj --task gqa --seeds 5 --out leaderboards/ablation
         --publish leaderboards/ablation_gqa)
 
-# Commit PATH's records (added, changed or removed) with MESSAGE; a lock keeps the two jobs'
-# commits apart, and nothing happens outside a git checkout or with COMMIT=0.
-commit() {
+# Commit MESSAGE with the records of RUN (a run directory, or the ablation folder) and the
+# committed records under FOLDER that changed or went (runs it replaced); the other worker's
+# unfinished runs stay out. A lock keeps the two workers' commits apart; nothing happens
+# outside a git checkout or with COMMIT=0.
+commit() {  # MESSAGE RUN FOLDER
   [[ "${COMMIT:-1}" == 1 ]] && git rev-parse --git-dir >/dev/null 2>&1 || return 0
   (flock 9
-   git add -A -- "$1"
-   git diff --cached --quiet -- "$1" || git commit -q -m "$2" -- "$1") 9>"$(git rev-parse --git-dir)/vlbench-records.lock"
+   git add -A -- "$2" && git add -u -- "$3"
+   git diff --cached --quiet -- "$3" || git commit -q -m "$1" -- "$3") 9>"$(git rev-parse --git-dir)/vlbench-records.lock"
 }
 
 # One job per line: the ablation, and every (task, model, seed) run.
@@ -45,12 +47,14 @@ job_list() {
 }
 
 job() {
+  set -o pipefail  # a failed run fails its job (xargs then reports it)
   if [[ "$1" == ablate ]]; then
     "$VLBENCH" "${ABLATE[@]}" >/dev/null &&
-      commit leaderboards/ablation "Ablation cells: pre-training without mask_obj, GQA"
+      commit "Ablation cells: pre-training without mask_obj, GQA" leaderboards/ablation leaderboards/ablation
   else
-    "$VLBENCH" train --model "$2" --task "$3" --seed "$4" --reuse --out "leaderboards/embedded/$3" \
-      >/dev/null && commit "leaderboards/embedded/$3" "Leaderboard run: $2 on $3, seed $4"
+    run=$("$VLBENCH" train --model "$2" --task "$3" --seed "$4" --reuse --out "leaderboards/embedded/$3" |
+          tail -n 1) &&
+      commit "Leaderboard run: $2 on $3, seed $4" "$run" "leaderboards/embedded/$3"
   fi
 }
 
