@@ -3,8 +3,11 @@
 A family's ``convert.py`` knows its foreign layouts (which keys are the backbone, which a head,
 how its config maps to HF's); everything else lives here: reading HF directories (safetensors
 or ``pytorch_model.bin``, sharded or not, pickles only through the safe loader), the
-:class:`LoadReport` of missing / unexpected keys, shape checks that name the key, and a
-:class:`LoadedCheckpoint` that rebuilds the backbone and heads without random initialisation.
+:class:`LoadReport` of missing / unexpected keys, shape checks that name the key, a
+:class:`LoadedCheckpoint` that rebuilds the backbone and heads without random initialisation,
+and, through a family's :class:`CheckpointFamily`, the steps every family takes alike: the
+outline of a load, the shared heads, reading and writing vlbench's own layout and writing an
+HF directory.
 """
 
 from __future__ import annotations
@@ -13,16 +16,29 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from vlbench.engine.layout import read_checkpoint, write_checkpoint
 from vlbench.errors import CheckpointError
 
+from ..heads import NLVR2Head, QAHead
+from .config import PresetConfig
+from .pretraining import PretrainingHeads
 from .safe_load import read_state_dict
 
+if TYPE_CHECKING:
+    from vlbench.engine.backbone import ModelSpec
+
+    from .hf_config import HfConfigMap
+
 CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+DIRECTORY_FORMATS = ("hf", "vlbench")  # layouts read from a directory, also when given a file in it
+QA_HEAD_ROWS = "logit_fc.3.weight"  # the shared QAHead's classifier: a row per answer
 HF_WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json",
     "pytorch_model.bin", "pytorch_model.bin.index.json",
@@ -52,23 +68,189 @@ class LoadReport:
         return "; ".join(parts + self.notes)
 
 
-#: ``empty_head(class_name, head_state, config, backbone)``: a fresh head sized as the state
-EmptyHead = Callable[[str, Mapping[str, Tensor], Any, nn.Module | None], nn.Module]
+#: ``build(state, config)``: a fresh head of a class only one family has, sized as ``state``
+OwnHead = Callable[[Mapping[str, Tensor], Any], nn.Module]
+#: ``read(path)``: the checkpoint of one layout at ``path``, unchecked
+Reader = Callable[[Path], "LoadedCheckpoint"]
+#: ``hf_parts(kind, head, config, answers, say)``: a family's part of an HF export of ``kind``,
+#: the head's tensors under HF's names (none for "model") and the ``config.json`` dict
+HfParts = Callable[[str, nn.Module | None, Any, list[str] | None, Callable[[str], None] | None],
+                   tuple[dict[str, Tensor], dict[str, Any]]]
 
 
 @dataclass(frozen=True)
 class CheckpointFamily:
-    """What the generic loader needs from a family.
+    """What the shared conversion needs from a family, and the steps every family takes alike.
 
+    ``spec`` is the family's registered spec (its name, config and backbone classes);
     ``head_types`` maps the standard head names ("qa", "pretraining", ...) to class names;
-    ``answer_rows`` maps a head class name to the key whose rows are the answers.
+    ``own_heads`` builds the head classes of this family alone (the shared ``QAHead`` and
+    ``NLVR2Head`` and the family's ``pretraining_class`` are built here) and
+    ``own_answer_rows`` names, for such a class, the key whose rows are the answers;
+    ``understood`` names the layouts the family reads, for error messages. An HF export
+    writes the kinds of ``hf.architectures``, with the backbone under ``hf_prefix`` beside a
+    head and the rest from ``hf_parts``.
     """
 
-    family: str
-    backbone_class: type[nn.Module]
-    empty_head: EmptyHead
+    spec: ModelSpec
+    pretraining_class: type[PretrainingHeads]
     head_types: Mapping[str, str]
-    answer_rows: Mapping[str, str] = field(default_factory=dict)
+    hf: HfConfigMap
+    hf_prefix: str
+    hf_parts: HfParts
+    own_heads: Mapping[str, OwnHead] = field(default_factory=dict)
+    own_answer_rows: Mapping[str, str] = field(default_factory=dict)
+    understood: str = ""
+
+    @property
+    def family(self) -> str:
+        """The family's name, as checkpoints store it ("lxmert")."""
+        return self.spec.family
+
+    @property
+    def backbone_class(self) -> type[nn.Module]:
+        return self.spec.backbone_class
+
+    @property
+    def config_class(self) -> type[PresetConfig]:
+        return self.spec.config_class
+
+    @property
+    def answer_rows(self) -> dict[str, str]:
+        """Head class name -> the key whose rows are the answers (shared heads included)."""
+        return {"QAHead": QA_HEAD_ROWS,
+                self.pretraining_class.__name__: f"answer_head.{QA_HEAD_ROWS}",
+                **self.own_answer_rows}
+
+    @property
+    def title(self) -> str:
+        """The family's name as messages spell it ("LXMERT")."""
+        return self.config_class.FAMILY
+
+    def empty_head(self, kind: str, state: Mapping[str, Tensor], config: Any,
+                   backbone: nn.Module | None) -> nn.Module:
+        """A freshly initialised head of class ``kind``, sized as ``state``; pre-training heads
+        need the ``backbone`` whose word embeddings their LM decoder shares."""
+        if kind in self.own_heads:
+            return self.own_heads[kind](state, config)
+        if kind == "QAHead":
+            return QAHead(config.hidden_size, stored_rows(state, QA_HEAD_ROWS),
+                          config.layer_norm_eps, config.initializer_range)
+        if kind == "NLVR2Head":
+            return NLVR2Head(config.hidden_size, config.layer_norm_eps, config.initializer_range)
+        if kind == self.pretraining_class.__name__:
+            if backbone is None:
+                raise CheckpointError("the pre-training heads need the backbone they are tied to")
+            return self.pretraining_class.sized_as(state, config, backbone)
+        known = {*self.head_types.values(), *self.own_heads, "QAHead", "NLVR2Head",
+                 self.pretraining_class.__name__}
+        raise CheckpointError(
+            f"cannot build a head of class '{kind}'; known: {', '.join(sorted(known))}")
+
+    def load(
+        self,
+        path: str | Path,
+        fmt: str,
+        readers: Mapping[str, Reader],
+        detect: Callable[[Path], str],
+        answers: str | Path | list[str] | None = None,
+        resolve: Callable[[Path], Path] | None = None,
+    ) -> LoadedCheckpoint:
+        """Read ``path`` with the reader of layout ``fmt`` ("auto": the one ``detect`` names)
+        and check it; ``answers`` (a list, or a JSON file of one) replaces its answer list.
+
+        ``readers`` maps each layout to its reader, in the order messages list them;
+        ``resolve`` maps a path as the user wrote it to the one to read. The directory
+        layouts ("hf", "vlbench") are read from the directory of a file given inside one.
+        """
+        if fmt not in ("auto", *readers):
+            raise CheckpointError(
+                f"unknown checkpoint format '{fmt}'; use auto, {', '.join(readers)}")
+        p = resolve(Path(path)) if resolve else Path(path)
+        if not p.exists():
+            raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+        fmt = detect(p) if fmt == "auto" else fmt
+        if p.is_file() and fmt in DIRECTORY_FORMATS:
+            p = p.parent
+        loaded = readers[fmt](p)
+        if answers is not None:
+            loaded.answers = read_answers(answers, self.understood)
+        loaded.check()
+        return loaded
+
+    def load_native(self, directory: Path) -> LoadedCheckpoint:
+        """A checkpoint in vlbench's layout (``vlbench.engine.layout``, earlier layouts
+        included); CheckpointError if it holds another family's model."""
+        stored = read_checkpoint(directory)
+        if stored.family != self.family:
+            raise CheckpointError(f"{directory}: a {stored.family} checkpoint, not {self.title}")
+        try:
+            config = self.config_class.from_dict(stored.model_config)
+        except Exception as exc:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: {exc}") from exc
+        report = LoadReport(str(directory), "vlbench")
+        backbone, heads, report.unexpected = stored.split()
+        return LoadedCheckpoint(self, stored.model, config, backbone, heads, stored.answers,
+                                report, dict(stored.heads))
+
+    def save_native(
+        self,
+        out_dir: str | Path,
+        backbone: nn.Module,
+        heads: Mapping[str, nn.Module] | None = None,
+        answers: list[str] | None = None,
+        model_name: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write a checkpoint in vlbench's layout (``vlbench.engine.layout``).
+
+        ``model_name`` defaults to the family's name; ``extra`` adds JSON fields to
+        config.json (e.g. the run that produced the weights).
+        """
+        heads = dict(heads or {})
+        state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+        for name, head in heads.items():
+            state.update({f"heads.{name}.{k}": v for k, v in head.state_dict().items()})
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_checkpoint(out, family=self.family,
+                         model=self.family if model_name is None else model_name,
+                         config={"model": backbone.config.to_dict()}, heads=heads,
+                         answers=answers, extra=extra)
+        write_weights(out, state)
+        return out
+
+    def export_hf(
+        self,
+        backbone: nn.Module,
+        heads: Mapping[str, nn.Module] | None,
+        out_dir: str | Path,
+        kind: str = "model",
+        answers: list[str] | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> Path:
+        """Write a directory that ``transformers.<hf.architectures[kind]>.from_pretrained``
+        loads.
+
+        ``kind`` "model" writes the backbone alone; "qa" needs ``heads["qa"]`` and
+        "pretraining" ``heads["pretraining"]``; ``say`` names what HF's class leaves out.
+        """
+        if kind not in self.hf.architectures:
+            raise CheckpointError(
+                f"unknown export kind '{kind}'; use {', '.join(self.hf.architectures)}")
+        head = None
+        if kind == "model":
+            state = dict(backbone.state_dict())
+        else:
+            head_name = "qa" if kind == "qa" else "pretraining"
+            head = (heads or {}).get(head_name)
+            if head is None:
+                raise CheckpointError(f"export kind '{kind}' needs heads['{head_name}']")
+            # HF's task models keep the backbone under a prefix
+            state = {f"{self.hf_prefix}{k}": v for k, v in backbone.state_dict().items()}
+        head_state, hf_config = self.hf_parts(kind, head, backbone.config, answers, say)
+        state.update(head_state)
+        return write_hf_dir(out_dir, hf_config, state)
 
 
 @dataclass
@@ -253,6 +435,40 @@ def rename_layer_norm(key: str) -> str:
     if key.endswith((".gamma", ".beta")) and ("LayerNorm" in key or "layer_norm" in key):
         return key.rsplit(".", 1)[0] + (".weight" if key.endswith(".gamma") else ".bias")
     return key
+
+
+def read_answers(answers: str | Path | list[str], understood: str = "") -> list[str]:
+    """An answer list, given as one or as a JSON file of one: a list of strings
+    (``trainval_label2ans.json``) or of ``{"ans": ...}`` objects (``all_ans.json``)."""
+    if isinstance(answers, list):
+        return [str(a) for a in answers]
+    data = read_json(Path(answers), understood)
+    if isinstance(data, list) and all(isinstance(a, str) for a in data):
+        return data
+    if isinstance(data, list) and all(isinstance(a, dict) and "ans" in a for a in data):
+        return [str(a["ans"]) for a in data]
+    raise CheckpointError(f"{answers}: expected a JSON list of answer strings")
+
+
+def stored_rows(state: Mapping[str, Tensor], key: str) -> int:
+    """Rows of ``state[key]`` (a classifier's outputs); 1 when the state lacks it."""
+    return state[key].shape[0] if key in state else 1
+
+
+def write_hf_dir(out_dir: str | Path, hf_config: Mapping[str, Any],
+                 state: Mapping[str, Tensor]) -> Path:
+    """Write an HF model directory: ``config.json`` and ``model.safetensors``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n")
+    write_weights(out, state)
+    return out
+
+
+def write_weights(directory: Path, state: Mapping[str, Tensor]) -> None:
+    """Write ``state`` as the directory's ``model.safetensors`` (with the ``format: pt``
+    metadata HF's loaders check)."""
+    save_file(contiguous(state), str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
 
 
 def contiguous(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

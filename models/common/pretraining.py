@@ -14,8 +14,9 @@ Sizes come from the family config (:class:`HeadSizes`): any config with those fi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, Self
 
 import torch
 import torch.nn.functional as F
@@ -134,6 +135,32 @@ class PretrainingHeads(nn.Module):
         )
         self.apply(lambda m: init_bert_weights(m, config.initializer_range))
         nn.init.zeros_(self.cls.predictions.bias)
+
+    @classmethod
+    def for_backbone(cls, config: Any, backbone: nn.Module, visual_losses: Sequence[str],
+                     num_answers: int) -> Self:
+        """The heads for pre-training ``backbone`` (built from ``config``, a family config):
+        the masked-object decoders of ``visual_losses`` and, when ``num_answers`` > 0, an
+        answer head of that many rows."""
+        config = dataclasses.replace(config, num_qa_labels=max(num_answers, 1))
+        return cls(config, backbone.get_input_embeddings(), visual_losses=tuple(visual_losses),
+                   qa=num_answers > 0)
+
+    @classmethod
+    def sized_as(cls, state: Mapping[str, Tensor], config: Any, backbone: nn.Module) -> Self:
+        """Fresh heads shaped as a stored ``state`` of such heads: its visual decoders, its
+        answer head if it has one, and its label counts."""
+        losses = tuple(n for n in VISUAL_LOSSES
+                       if f"obj_predict_head.decoder_dict.{n}.weight" in state)
+        # Label counts as stored, not the backbone config's: pre-training sizes the answer
+        # head to its answer list.
+        sizes = {name: state[key].shape[0] for name, key in (
+            ("num_qa_labels", "answer_head.logit_fc.3.weight"),
+            ("num_object_labels", "obj_predict_head.decoder_dict.obj.weight"),
+            ("num_attr_labels", "obj_predict_head.decoder_dict.attr.weight")) if key in state}
+        qa = any(k.startswith("answer_head.") for k in state)
+        return cls(dataclasses.replace(config, **sizes), backbone.get_input_embeddings(), losses,
+                   qa)
 
     def forward(self, output: BackboneOutput) -> dict[str, Tensor]:
         """Logits of every head for a backbone output (``.language``, ``.vision``, ``.pooled``).

@@ -19,17 +19,14 @@ Pickle files are only ever read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from vlbench.engine.layout import read_checkpoint, write_checkpoint
 from vlbench.errors import CheckpointError
 
 from ..common.checkpoint import (
@@ -38,23 +35,22 @@ from ..common.checkpoint import (
     CheckpointFamily,
     LoadedCheckpoint,
     LoadReport,
+    Reader,
     answers_from_hf,
-    contiguous,
     matching_preset,
     preview,
+    read_answers,
     read_hf_weights,
     read_json,
     rename_layer_norm,
 )
 from ..common.safe_load import PICKLE_SUFFIXES, read_state_dict
-from ..heads import NLVR2Head, QAHead
 from .config import PRESETS, LxmertConfig
-from .heads import VISUAL_LOSSES, LxmertPretrainingHeads
-from .hf_config import ARCHITECTURES, config_from_hf, config_to_hf
-from .modeling import LxmertModel
+from .heads import LxmertPretrainingHeads
+from .hf_config import HF_CONFIG, config_from_hf, config_to_hf
+from .spec import SPEC
 
 FORMATS = ("hf", "airsplay", "vlbench")
-WEIGHTS_FILE = "model.safetensors"
 LABEL2ANS_FILE = "trainval_label2ans.json"  # the original release's answer list
 UNDERSTOOD = (
     "understood: an HF transformers LXMERT directory (config.json + model.safetensors or "
@@ -65,44 +61,6 @@ _BACKBONE_ROOTS = ("embeddings.", "encoder.", "pooler.")
 _PRETRAIN_ROOTS = ("cls.", "obj_predict_head.", "answer_head.")
 _TIED_DECODER = "cls.predictions.decoder.weight"
 HEAD_TYPES = {"qa": "QAHead", "nlvr2": "NLVR2Head", "pretraining": "LxmertPretrainingHeads"}
-
-
-def _empty_head(
-    kind: str, state: Mapping[str, Tensor], config: LxmertConfig, backbone: nn.Module | None
-) -> nn.Module:
-    """A freshly initialised head of class ``kind``, sized as ``state``."""
-    if kind == "QAHead":
-        rows = state["logit_fc.3.weight"].shape[0] if "logit_fc.3.weight" in state else 1
-        return QAHead(config.hidden_size, rows, config.layer_norm_eps, config.initializer_range)
-    if kind == "NLVR2Head":
-        return NLVR2Head(config.hidden_size, config.layer_norm_eps, config.initializer_range)
-    if kind == "LxmertPretrainingHeads":
-        if backbone is None:
-            raise CheckpointError("the pre-training heads need the backbone they are tied to")
-        losses = tuple(n for n in VISUAL_LOSSES
-                       if f"obj_predict_head.decoder_dict.{n}.weight" in state)
-        # Label counts as stored: pre-training sizes the QA head to its answer list, not to
-        # the backbone config's num_qa_labels.
-        sizes = {name: state[key].shape[0] for name, key in (
-            ("num_qa_labels", "answer_head.logit_fc.3.weight"),
-            ("num_object_labels", "obj_predict_head.decoder_dict.obj.weight"),
-            ("num_attr_labels", "obj_predict_head.decoder_dict.attr.weight")) if key in state}
-        qa = any(k.startswith("answer_head.") for k in state)
-        return LxmertPretrainingHeads(dataclasses.replace(config, **sizes),
-                                      backbone.get_input_embeddings(), losses, qa)
-    raise CheckpointError(
-        f"cannot build a head of class '{kind}'; known: {', '.join(HEAD_TYPES.values())}"
-    )
-
-
-CHECKPOINTS = CheckpointFamily(
-    family="lxmert",
-    backbone_class=LxmertModel,
-    empty_head=_empty_head,
-    head_types=HEAD_TYPES,
-    answer_rows={"QAHead": "logit_fc.3.weight",
-                 "LxmertPretrainingHeads": "answer_head.logit_fc.3.weight"},
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,24 +110,12 @@ def load_checkpoint(
         num_attention_heads: for original ``.pth`` files, which store no config; defaults to
             hidden_size / 64 as in BERT.
     """
-    if fmt not in ("auto", *FORMATS):
-        raise CheckpointError(f"unknown checkpoint format '{fmt}'; use auto, {', '.join(FORMATS)}")
-    p = _resolve(Path(path))
-    if not p.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
-    fmt = detect_format(p) if fmt == "auto" else fmt
-    if p.is_file() and fmt in ("hf", "vlbench"):
-        p = p.parent
-    if fmt == "hf":
-        loaded = _load_hf(p)
-    elif fmt == "vlbench":
-        loaded = _load_native(p)
-    else:
-        loaded = _load_airsplay(p, num_attention_heads)
-    if answers is not None:
-        loaded.answers = _read_answers(answers)
-    loaded.check()
-    return loaded
+    readers: dict[str, Reader] = {
+        "hf": _load_hf,
+        "airsplay": lambda p: _load_airsplay(p, num_attention_heads),
+        "vlbench": CHECKPOINTS.load_native,
+    }
+    return CHECKPOINTS.load(path, fmt, readers, detect_format, answers, resolve=_resolve)
 
 
 def from_hf_state_dict(
@@ -213,23 +159,9 @@ def _load_airsplay(path: Path, num_attention_heads: int | None) -> LoadedCheckpo
     answers = None
     label2ans = path.parent / LABEL2ANS_FILE
     if ("qa" in heads or "pretraining" in heads) and label2ans.is_file():
-        answers = _read_answers(label2ans)
+        answers = read_answers(label2ans, UNDERSTOOD)
         report.notes.append(f"answers from {label2ans}")
     return LoadedCheckpoint(CHECKPOINTS, "lxmert", config, backbone, heads, answers, report)
-
-
-def _load_native(directory: Path) -> LoadedCheckpoint:
-    stored = read_checkpoint(directory)
-    if stored.family != "lxmert":
-        raise CheckpointError(f"{directory}: a {stored.family} checkpoint, not LXMERT")
-    try:
-        config = LxmertConfig.from_dict(stored.model_config)
-    except Exception as exc:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: {exc}") from exc
-    report = LoadReport(str(directory), "vlbench")
-    backbone, heads, report.unexpected = stored.split()
-    return LoadedCheckpoint(CHECKPOINTS, stored.model, config, backbone, heads, stored.answers,
-                            report, dict(stored.heads))
 
 
 def _split(
@@ -329,71 +261,21 @@ def infer_config(
 # --------------------------------------------------------------------------------------------
 
 
-def export_hf(
-    backbone: LxmertModel,
-    heads: Mapping[str, nn.Module] | None,
-    out_dir: str | Path,
-    kind: str = "model",
-    answers: list[str] | None = None,
-) -> Path:
-    """Write a directory that ``transformers.<ARCHITECTURES[kind]>.from_pretrained`` loads.
-
-    ``kind`` "model" writes the backbone alone; "qa" needs ``heads["qa"]`` (a QAHead);
-    "pretraining" needs ``heads["pretraining"]`` (LxmertPretrainingHeads).
-    """
-    if kind not in ARCHITECTURES:
-        raise CheckpointError(f"unknown export kind '{kind}'; use {', '.join(ARCHITECTURES)}")
-    heads = dict(heads or {})
-    config = backbone.config
-    state: dict[str, Tensor] = {}
-    losses: tuple[str, ...] = ()
-    qa = False
-    if kind == "model":
-        state.update(backbone.state_dict())
-    else:
-        head_name = "qa" if kind == "qa" else "pretraining"
-        head = heads.get(head_name)
-        if head is None:
-            raise CheckpointError(f"export kind '{kind}' needs heads['{head_name}']")
-        state.update({f"lxmert.{k}": v for k, v in backbone.state_dict().items()})
-        if kind == "qa":
-            state.update({f"answer_head.{k}": v for k, v in head.state_dict().items()})
-            config = dataclasses.replace(config, num_qa_labels=head.num_answers)
-        else:
-            state.update(head.state_dict())
-            losses = tuple(head.obj_predict_head.decoder_dict) if head.obj_predict_head else ()
-            qa = head.answer_head is not None
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    hf = config_to_hf(config, kind, losses, qa, answers)
-    (out / CONFIG_FILE).write_text(json.dumps(hf, indent=2) + "\n")
-    save_file(contiguous(state), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    return out
-
-
-def save_native(
-    out_dir: str | Path,
-    backbone: LxmertModel,
-    heads: Mapping[str, nn.Module] | None = None,
-    answers: list[str] | None = None,
-    model_name: str = "lxmert",
-    extra: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint in vlbench's layout (``vlbench.engine.layout``).
-
-    ``extra`` adds JSON fields to config.json (e.g. the run that produced the weights).
-    """
-    heads = dict(heads or {})
-    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
-    for name, head in heads.items():
-        state.update({f"heads.{name}.{k}": v for k, v in head.state_dict().items()})
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_checkpoint(out, family="lxmert", model=model_name,
-                     config={"model": backbone.config.to_dict()}, heads=heads, answers=answers,
-                     extra=extra)
-    save_file(contiguous(state), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    return out
+def _hf_parts(kind: str, head: nn.Module | None, config: LxmertConfig,
+              answers: list[str] | None, say: Callable[[str], None] | None
+              ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """LXMERT's part of an HF export: the head's tensors (a QAHead as ``answer_head.*``,
+    LxmertPretrainingHeads under their own names) and the config.json dict. HF's LXMERT
+    holds every key of these heads, so there is nothing for ``say`` to name."""
+    if kind == "qa":
+        config = dataclasses.replace(config, num_qa_labels=head.num_answers)
+        return ({f"answer_head.{k}": v for k, v in head.state_dict().items()},
+                config_to_hf(config, kind, answers=answers))
+    if kind == "pretraining":
+        losses = tuple(head.obj_predict_head.decoder_dict) if head.obj_predict_head else ()
+        return dict(head.state_dict()), config_to_hf(config, kind, losses,
+                                                     head.answer_head is not None, answers)
+    return {}, config_to_hf(config, kind, answers=answers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,14 +290,29 @@ def _resolve(p: Path) -> Path:
     return p
 
 
-def _read_answers(answers: str | Path | list[str]) -> list[str]:
-    if isinstance(answers, list):
-        return [str(a) for a in answers]
-    data = read_json(Path(answers), UNDERSTOOD)
-    # trainval_label2ans.json is a list of strings; all_ans.json a list of {"ans": ...}.
-    if isinstance(data, list) and all(isinstance(a, str) for a in data):
-        return data
-    if isinstance(data, list) and all(isinstance(a, dict) and "ans" in a for a in data):
-        return [str(a["ans"]) for a in data]
-    raise CheckpointError(f"{answers}: expected a JSON list of answer strings")
+# --------------------------------------------------------------------------------------------
+# The family: what the shared conversion needs, and the public functions it serves
+# --------------------------------------------------------------------------------------------
 
+
+CHECKPOINTS = CheckpointFamily(
+    spec=SPEC,
+    pretraining_class=LxmertPretrainingHeads,
+    head_types=HEAD_TYPES,
+    hf=HF_CONFIG,
+    hf_prefix="lxmert.",
+    hf_parts=_hf_parts,
+    understood=UNDERSTOOD,
+)
+
+
+#: Write a directory that ``transformers.<hf_config.ARCHITECTURES[kind]>.from_pretrained``
+#: loads: ``export_hf(backbone, heads, out_dir, kind="model", answers=None, say=None)``; kind
+#: "qa" needs ``heads["qa"]`` (a QAHead), "pretraining" ``heads["pretraining"]``
+#: (LxmertPretrainingHeads).
+export_hf = CHECKPOINTS.export_hf
+
+
+#: Write a checkpoint in vlbench's layout (``vlbench.engine.layout``); see
+#: :meth:`CheckpointFamily.save_native`.
+save_native = CHECKPOINTS.save_native

@@ -6,50 +6,10 @@ The engine's ``vlbench.load_model`` and ``vlbench convert`` reach these through
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-from torch import nn
-
-from vlbench.errors import CheckpointError
 from vlbench.registry import register_checkpoint_format
 
-from .convert import FORMATS, detect_format, export_hf, load_checkpoint, save_native
+from ..common.formats import CheckpointFormats
+from . import convert
 
-
-@register_checkpoint_format("lxmert")
-class LxmertCheckpoints:
-    """LXMERT weights: the original release (.pth), HF directories, vlbench checkpoints."""
-
-    formats = FORMATS
-
-    @staticmethod
-    def detect(path: Path) -> bool:
-        try:
-            detect_format(path)
-        except CheckpointError:
-            return False
-        return True
-
-    @staticmethod
-    def load_backbone(path: Path, fmt: str = "auto") -> tuple[nn.Module, dict[str, Any]]:
-        loaded = load_checkpoint(path, fmt)
-        return loaded.build_backbone(), {"format": loaded.report.fmt, "report": str(loaded.report)}
-
-    @staticmethod
-    def convert(src: Path, dst: Path, *, fmt_from: str = "auto", fmt_to: str = "vlbench",
-                say: Callable[[str], None] = print) -> Path:
-        """Read ``src`` in any understood layout and write ``dst`` as vlbench or HF."""
-        if fmt_to not in ("vlbench", "hf"):
-            raise CheckpointError(f"--to {fmt_to}: write 'vlbench' or 'hf'")
-        loaded = load_checkpoint(src, fmt_from)
-        say(f"Read {loaded.report}")
-        backbone = loaded.build_backbone()
-        heads = {name: loaded.build_head(name, backbone) for name in loaded.heads_state}
-        if fmt_to == "vlbench":
-            return save_native(dst, backbone, heads, loaded.answers)
-        kind = "qa" if "qa" in heads else "pretraining" if "pretraining" in heads else "model"
-        if len(heads) > 1 or (heads and kind == "model"):
-            say(f"HF holds one head per directory: writing the '{kind}' kind; other heads are left out")
-        return export_hf(backbone, heads, dst, kind, loaded.answers)
+LxmertCheckpoints = register_checkpoint_format("lxmert")(CheckpointFormats(
+    convert, "LXMERT weights: the original release (.pth), HF directories, vlbench checkpoints."))

@@ -6,8 +6,8 @@ from typing import Any
 
 from vlbench.errors import CheckpointError
 
-from ..common.checkpoint import answers_to_hf, matching_preset
-from .config import PRESETS, LxmertConfig
+from ..common.hf_config import HfConfigMap
+from .config import LxmertConfig
 
 # Fields with the same name and meaning on both sides.
 SHARED_FIELDS = (
@@ -17,34 +17,21 @@ SHARED_FIELDS = (
     "attention_probs_dropout_prob", "initializer_range",
     "num_qa_labels", "num_object_labels", "num_attr_labels",
 )
-PRESET_KEY = "vlbench_preset"  # extra key HF keeps in config.json; restores the preset name
 HF_LAYER_NORM_EPS = 1e-12  # hard-coded in HF's modeling_lxmert.py
 ARCHITECTURES = {
     "model": "LxmertModel",
     "qa": "LxmertForQuestionAnswering",
     "pretraining": "LxmertForPreTraining",
 }
+# HF's LxmertConfig defaults are the published base sizes, as are LxmertConfig's; a
+# config.json without model_type is still read as LXMERT's.
+HF_CONFIG = HfConfigMap(LxmertConfig, "lxmert", SHARED_FIELDS, ARCHITECTURES, article="an",
+                        type_optional=True)
 
 
 def config_from_hf(hf: dict[str, Any], source: str) -> LxmertConfig:
     """LxmertConfig from an HF ``config.json`` dict (HF's defaults fill absent keys)."""
-    if hf.get("model_type", "lxmert") != "lxmert":
-        raise CheckpointError(
-            f"{source}: model_type is '{hf.get('model_type')}', not 'lxmert'; "
-            "point at an LXMERT checkpoint"
-        )
-    if hf.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(
-            f"{source}: hidden_act '{hf['hidden_act']}' is not supported (LXMERT uses 'gelu')"
-        )
-    # HF's LxmertConfig defaults are the published base sizes, as are LxmertConfig's.
-    values = {k: hf[k] for k in SHARED_FIELDS if k in hf}
-    defaults = LxmertConfig().to_dict()
-    values["preset"] = hf.get(PRESET_KEY) or matching_preset(PRESETS, {**defaults, **values})
-    try:
-        return LxmertConfig.from_dict(values)
-    except Exception as exc:
-        raise CheckpointError(f"{source}: {exc}") from exc
+    return HF_CONFIG.config_from_hf(hf, source)
 
 
 def config_to_hf(
@@ -60,12 +47,8 @@ def config_to_hf(
             f"cannot export to HF: its LXMERT fixes layer_norm_eps at {HF_LAYER_NORM_EPS}, "
             f"this model uses {config.layer_norm_eps}"
         )
-    hf: dict[str, Any] = {k: getattr(config, k) for k in SHARED_FIELDS}
-    hf.update(
-        model_type="lxmert",
-        architectures=[ARCHITECTURES[kind]],
-        hidden_act="gelu",
-        tie_word_embeddings=True,
+    return HF_CONFIG.to_hf(
+        config, kind, answers=answers,
         visual_loss_normalizer=6.67,
         task_matched=kind == "pretraining",
         task_mask_lm=kind == "pretraining",
@@ -75,7 +58,3 @@ def config_to_hf(
         visual_attr_loss="attr" in visual_losses or kind != "pretraining",
         visual_feat_loss="feat" in visual_losses or kind != "pretraining",
     )
-    hf[PRESET_KEY] = config.preset
-    hf.update(answers_to_hf(answers))
-    return hf
-

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-
-from torch import nn
 
 from vlbench.engine.backbone import DataFacts, ModelSpec, register_family
 
@@ -35,12 +32,9 @@ def fit_to_data(config: LxmertConfig, facts: DataFacts, explicit: Mapping[str, A
     fit_regions_and_vocab(config, facts, explicit)
 
 
-def pretraining_heads(config: LxmertConfig, backbone: nn.Module, visual_losses: Sequence[str],
-                      num_answers: int) -> nn.Module:
-    """LXMERT's pre-training heads (HF ``LxmertForPreTraining`` keys) over ``backbone``."""
-    config = dataclasses.replace(config, num_qa_labels=max(num_answers, 1))
-    return LxmertPretrainingHeads(config, backbone.get_input_embeddings(),
-                                  visual_losses=tuple(visual_losses), qa=num_answers > 0)
+#: LXMERT's pre-training heads (HF ``LxmertForPreTraining`` keys) over a backbone:
+#: ``(config, backbone, visual_losses, num_answers)``, as ``ModelSpec`` calls them
+pretraining_heads = LxmertPretrainingHeads.for_backbone
 
 
 SPEC = register_family(

@@ -14,17 +14,14 @@ Head states are returned under fixed names: ``qa`` (``VisualBertForQuestionAnswe
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from vlbench.engine.layout import read_checkpoint, write_checkpoint
+from vlbench.engine.layout import read_checkpoint
 from vlbench.errors import CheckpointError
 
 from ..common.checkpoint import (
@@ -33,30 +30,27 @@ from ..common.checkpoint import (
     CheckpointFamily,
     LoadedCheckpoint,
     LoadReport,
+    Reader,
     answers_from_hf,
-    contiguous,
     preview,
     read_hf_weights,
     read_json,
     rename_layer_norm,
+    stored_rows,
 )
-from ..common.pretraining import VISUAL_LOSSES
-from ..heads import NLVR2Head, QAHead
 from .config import VisualBertConfig
 from .heads import VisualBertForQuestionAnswering, VisualBertPretrainingHeads
-from .hf_config import ARCHITECTURES, MODEL_TYPE, config_from_hf, config_to_hf
-from .modeling import VisualBertModel
+from .hf_config import ARCHITECTURES, HF_CONFIG, MODEL_TYPE, config_from_hf, config_to_hf
+from .spec import SPEC
 
 FAMILY = "visualbert"
 FORMATS = ("hf", "vlbench")
-WEIGHTS_FILE = "model.safetensors"
 UNDERSTOOD = (
     "understood: an HF transformers VisualBERT directory (config.json with model_type "
     "'visual_bert' + model.safetensors or pytorch_model.bin) or a vlbench VisualBERT checkpoint"
 )
 HEAD_TYPES = {"qa": "VisualBertForQuestionAnswering", "pretraining": "VisualBertPretrainingHeads",
               "nlvr2": "NLVR2Head"}
-HEAD_CLASSES = (*HEAD_TYPES.values(), "QAHead")  # QAHead: the shared head, when a task asks
 HF_PREFIX = "visual_bert."  # where HF's task models keep the backbone
 _BACKBONE_ROOTS = ("embeddings.", "encoder.", "pooler.")
 _PRETRAIN_ROOTS = ("cls.predictions.", "cls.seq_relationship.")
@@ -64,44 +58,6 @@ _QA_KEYS = ("cls.weight", "cls.bias")
 _TIED_DECODER = "cls.predictions.decoder.weight"  # the word embeddings (tied)
 _TIED_DECODER_BIAS = "cls.predictions.decoder.bias"  # cls.predictions.bias (tied)
 _DERIVED = ("embeddings.position_ids",)  # a buffer older HF versions saved; rebuilt, not read
-
-
-def _empty_head(kind: str, state: Mapping[str, Tensor], config: VisualBertConfig,
-                backbone: nn.Module | None) -> nn.Module:
-    """A freshly initialised head of class ``kind``, sized as ``state``."""
-    if kind == "VisualBertForQuestionAnswering":
-        rows = state["cls.weight"].shape[0] if "cls.weight" in state else 1
-        return VisualBertForQuestionAnswering(config, rows)
-    if kind == "QAHead":
-        rows = state["logit_fc.3.weight"].shape[0] if "logit_fc.3.weight" in state else 1
-        return QAHead(config.hidden_size, rows, config.layer_norm_eps, config.initializer_range)
-    if kind == "NLVR2Head":
-        return NLVR2Head(config.hidden_size, config.layer_norm_eps, config.initializer_range)
-    if kind == "VisualBertPretrainingHeads":
-        if backbone is None:
-            raise CheckpointError("the pre-training heads need the backbone they are tied to")
-        losses = tuple(n for n in VISUAL_LOSSES
-                       if f"obj_predict_head.decoder_dict.{n}.weight" in state)
-        # Label counts as stored: the heads may have been built for fewer QA answers etc.
-        sizes = {name: state[key].shape[0] for name, key in (
-            ("num_qa_labels", "answer_head.logit_fc.3.weight"),
-            ("num_object_labels", "obj_predict_head.decoder_dict.obj.weight"),
-            ("num_attr_labels", "obj_predict_head.decoder_dict.attr.weight")) if key in state}
-        qa = any(k.startswith("answer_head.") for k in state)
-        return VisualBertPretrainingHeads(dataclasses.replace(config, **sizes),
-                                          backbone.get_input_embeddings(), losses, qa)
-    raise CheckpointError(
-        f"cannot build a head of class '{kind}'; known: {', '.join(sorted(HEAD_CLASSES))}")
-
-
-CHECKPOINTS = CheckpointFamily(
-    family=FAMILY,
-    backbone_class=VisualBertModel,
-    empty_head=_empty_head,
-    head_types=HEAD_TYPES,
-    answer_rows={"VisualBertForQuestionAnswering": "cls.weight", "QAHead": "logit_fc.3.weight",
-                 "VisualBertPretrainingHeads": "answer_head.logit_fc.3.weight"},
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,22 +95,8 @@ def load_checkpoint(path: str | Path, fmt: str = "auto", *,
         answers: the answer list, when the checkpoint holds none (HF ``id2label``, vlbench
             ``answers.json``) or a different one.
     """
-    if fmt not in ("auto", *FORMATS):
-        raise CheckpointError(f"unknown checkpoint format '{fmt}'; use auto, {', '.join(FORMATS)}")
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
-    fmt = detect_format(p) if fmt == "auto" else fmt
-    if p.is_file():
-        p = p.parent
-    if fmt == "hf":
-        loaded = _from_hf(read_hf_weights(p, UNDERSTOOD), read_json(p / CONFIG_FILE), str(p))
-    else:
-        loaded = _load_native(p)
-    if answers is not None:
-        loaded.answers = [str(a) for a in answers]
-    loaded.check()
-    return loaded
+    readers: dict[str, Reader] = {"hf": _load_hf, "vlbench": CHECKPOINTS.load_native}
+    return CHECKPOINTS.load(path, fmt, readers, detect_format, answers)
 
 
 def from_hf_state_dict(state: Mapping[str, Tensor], hf_config: Mapping[str, Any],
@@ -231,18 +173,9 @@ def _note_untied(tied: Mapping[str, Tensor], embeddings: Tensor | None, bias: Te
             report.notes.append(f"{key} differs from the {what}; the tied {what} are used")
 
 
-def _load_native(directory: Path) -> LoadedCheckpoint:
-    stored = read_checkpoint(directory)
-    if stored.family != FAMILY:
-        raise CheckpointError(f"{directory}: a {stored.family} checkpoint, not VisualBERT")
-    try:
-        config = VisualBertConfig.from_dict(stored.model_config)
-    except Exception as exc:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: {exc}") from exc
-    report = LoadReport(str(directory), "vlbench")
-    backbone, heads, report.unexpected = stored.split()
-    return LoadedCheckpoint(CHECKPOINTS, stored.model, config, backbone, heads, stored.answers,
-                            report, dict(stored.heads))
+def _load_hf(directory: Path) -> LoadedCheckpoint:
+    return _from_hf(read_hf_weights(directory, UNDERSTOOD), read_json(directory / CONFIG_FILE),
+                    str(directory))
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,75 +183,62 @@ def _load_native(directory: Path) -> LoadedCheckpoint:
 # --------------------------------------------------------------------------------------------
 
 
-def export_hf(
-    backbone: VisualBertModel,
-    heads: Mapping[str, nn.Module] | None,
-    out_dir: str | Path,
-    kind: str = "model",
-    answers: list[str] | None = None,
-    say: Callable[[str], None] | None = None,
-) -> Path:
-    """Write a directory that ``transformers.<ARCHITECTURES[kind]>.from_pretrained`` loads.
-
-    ``kind`` "model" writes the backbone alone; "qa" needs ``heads["qa"]`` (a
-    ``VisualBertForQuestionAnswering``); "pretraining" needs ``heads["pretraining"]``, of which
-    HF's ``VisualBertForPreTraining`` holds the ``cls.*`` heads (``say`` names what is left out).
-    """
-    if kind not in ARCHITECTURES:
-        raise CheckpointError(f"unknown export kind '{kind}'; use {', '.join(ARCHITECTURES)}")
-    heads = dict(heads or {})
-    state: dict[str, Tensor] = {}
-    num_labels = None
-    if kind == "model":
-        state.update(backbone.state_dict())
-    else:
-        head_name = "qa" if kind == "qa" else "pretraining"
-        head = heads.get(head_name)
-        if head is None:
-            raise CheckpointError(f"export kind '{kind}' needs heads['{head_name}']")
-        state.update({f"{HF_PREFIX}{k}": v for k, v in backbone.state_dict().items()})
-        if kind == "qa":
-            if not isinstance(head, VisualBertForQuestionAnswering):
-                raise CheckpointError(
-                    f"HF's {ARCHITECTURES['qa']} holds a last-token classifier; a "
-                    f"{type(head).__name__} has no place in it (export kind 'model' instead)")
-            state.update(head.state_dict())
-            num_labels = head.num_answers
-        else:
-            head_state = head.state_dict()
-            left_out = [k for k in head_state if not k.startswith(_PRETRAIN_ROOTS)]
-            if left_out and say is not None:
-                say(f"HF's {ARCHITECTURES['pretraining']} has only the cls.* heads: left out "
-                    f"{preview(left_out)}")
-            state.update({k: v for k, v in head_state.items() if k.startswith(_PRETRAIN_ROOTS)})
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    hf = config_to_hf(backbone.config, kind, num_labels, answers if kind == "qa" else None)
-    (out / CONFIG_FILE).write_text(json.dumps(hf, indent=2) + "\n")
-    save_file(contiguous(state), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    return out
+def _hf_parts(kind: str, head: nn.Module | None, config: VisualBertConfig,
+              answers: list[str] | None, say: Callable[[str], None] | None
+              ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """VisualBERT's part of an HF export: the head's tensors and the config.json dict. The QA
+    head must be a ``VisualBertForQuestionAnswering``; of the pre-training heads HF's
+    ``VisualBertForPreTraining`` holds the ``cls.*`` ones (``say`` names what is left out)."""
+    if kind == "qa":
+        if not isinstance(head, VisualBertForQuestionAnswering):
+            raise CheckpointError(
+                f"HF's {ARCHITECTURES['qa']} holds a last-token classifier; a "
+                f"{type(head).__name__} has no place in it (export kind 'model' instead)")
+        return dict(head.state_dict()), config_to_hf(config, kind, head.num_answers, answers)
+    if kind == "pretraining":
+        head_state = head.state_dict()
+        left_out = [k for k in head_state if not k.startswith(_PRETRAIN_ROOTS)]
+        if left_out and say is not None:
+            say(f"HF's {ARCHITECTURES['pretraining']} has only the cls.* heads: left out "
+                f"{preview(left_out)}")
+        return ({k: v for k, v in head_state.items() if k.startswith(_PRETRAIN_ROOTS)},
+                config_to_hf(config, kind))
+    return {}, config_to_hf(config, kind)
 
 
-def save_native(
-    out_dir: str | Path,
-    backbone: VisualBertModel,
-    heads: Mapping[str, nn.Module] | None = None,
-    answers: list[str] | None = None,
-    model_name: str = FAMILY,
-    extra: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint in vlbench's layout (``vlbench.engine.layout``).
+# --------------------------------------------------------------------------------------------
+# The family: what the shared conversion needs, and the public functions it serves
+# --------------------------------------------------------------------------------------------
 
-    ``extra`` adds JSON fields to config.json (e.g. the run that produced the weights).
-    """
-    heads = dict(heads or {})
-    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
-    for name, head in heads.items():
-        state.update({f"heads.{name}.{k}": v for k, v in head.state_dict().items()})
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_checkpoint(out, family=FAMILY, model=model_name,
-                     config={"model": backbone.config.to_dict()}, heads=heads, answers=answers,
-                     extra=extra)
-    save_file(contiguous(state), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    return out
+
+def _qa_head(state: Mapping[str, Tensor], config: VisualBertConfig
+             ) -> VisualBertForQuestionAnswering:
+    """HF's VQA head, sized as ``state``."""
+    return VisualBertForQuestionAnswering(config, stored_rows(state, "cls.weight"))
+
+
+CHECKPOINTS = CheckpointFamily(
+    spec=SPEC,
+    pretraining_class=VisualBertPretrainingHeads,
+    head_types=HEAD_TYPES,
+    hf=HF_CONFIG,
+    hf_prefix=HF_PREFIX,
+    hf_parts=_hf_parts,
+    # HF's VQA head; a task may still ask for the shared QAHead, which is built too
+    own_heads={"VisualBertForQuestionAnswering": _qa_head},
+    own_answer_rows={"VisualBertForQuestionAnswering": "cls.weight"},
+    understood=UNDERSTOOD,
+)
+
+
+#: Write a directory that ``transformers.<hf_config.ARCHITECTURES[kind]>.from_pretrained``
+#: loads: ``export_hf(backbone, heads, out_dir, kind="model", answers=None, say=None)``; kind
+#: "qa" needs ``heads["qa"]`` (a ``VisualBertForQuestionAnswering``), "pretraining"
+#: ``heads["pretraining"]``, of which HF's ``VisualBertForPreTraining`` holds the ``cls.*``
+#: heads (``say`` names what is left out).
+export_hf = CHECKPOINTS.export_hf
+
+
+#: Write a checkpoint in vlbench's layout (``vlbench.engine.layout``); see
+#: :meth:`CheckpointFamily.save_native`.
+save_native = CHECKPOINTS.save_native

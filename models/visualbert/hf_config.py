@@ -6,8 +6,8 @@ from typing import Any
 
 from vlbench.errors import CheckpointError
 
-from ..common.checkpoint import answers_to_hf, matching_preset
-from .config import PRESETS, VisualBertConfig
+from ..common.hf_config import HfConfigMap
+from .config import VisualBertConfig
 
 MODEL_TYPE = "visual_bert"
 # Fields with the same name and meaning on both sides.
@@ -19,32 +19,18 @@ SHARED_FIELDS = (
 )
 #: HF's ``VisualBertConfig`` defaults where they differ from ours (for keys a file omits)
 HF_DEFAULTS = {"visual_embedding_dim": 512, "pad_token_id": 1}
-PRESET_KEY = "vlbench_preset"  # extra key HF keeps in config.json; restores the preset name
 ARCHITECTURES = {
     "model": "VisualBertModel",
     "qa": "VisualBertForQuestionAnswering",
     "pretraining": "VisualBertForPreTraining",
 }
+HF_CONFIG = HfConfigMap(VisualBertConfig, MODEL_TYPE, SHARED_FIELDS, ARCHITECTURES,
+                        hf_defaults=HF_DEFAULTS, null_is_absent=True)
 
 
 def config_from_hf(hf: dict[str, Any], source: str) -> VisualBertConfig:
     """VisualBertConfig from an HF ``config.json`` dict (HF's defaults fill absent keys)."""
-    if hf.get("model_type") != MODEL_TYPE:
-        raise CheckpointError(
-            f"{source}: model_type is '{hf.get('model_type')}', not '{MODEL_TYPE}'; "
-            "point at a VisualBERT checkpoint"
-        )
-    if hf.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(
-            f"{source}: hidden_act '{hf['hidden_act']}' is not supported (VisualBERT uses 'gelu')"
-        )
-    values = {**HF_DEFAULTS, **{k: hf[k] for k in SHARED_FIELDS if k in hf and hf[k] is not None}}
-    defaults = VisualBertConfig().to_dict()
-    values["preset"] = hf.get(PRESET_KEY) or matching_preset(PRESETS, {**defaults, **values})
-    try:
-        return VisualBertConfig.from_dict(values)
-    except Exception as exc:
-        raise CheckpointError(f"{source}: {exc}") from exc
+    return HF_CONFIG.config_from_hf(hf, source)
 
 
 def config_to_hf(config: VisualBertConfig, kind: str, num_labels: int | None = None,
@@ -53,11 +39,4 @@ def config_to_hf(config: VisualBertConfig, kind: str, num_labels: int | None = N
     if config.use_boxes:
         raise CheckpointError("cannot export to HF: this VisualBERT reads boxes (use_boxes=true) "
                               "and HF's VisualBERT has no box projection")
-    hf: dict[str, Any] = {k: getattr(config, k) for k in SHARED_FIELDS}
-    hf.update(model_type=MODEL_TYPE, architectures=[ARCHITECTURES[kind]], hidden_act="gelu",
-              tie_word_embeddings=True)
-    hf[PRESET_KEY] = config.preset
-    if num_labels is not None:
-        hf["num_labels"] = num_labels
-    hf.update(answers_to_hf(answers))
-    return hf
+    return HF_CONFIG.to_hf(config, kind, answers=answers, num_labels=num_labels)

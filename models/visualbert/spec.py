@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-
-from torch import nn
 
 from vlbench.engine.backbone import DataFacts, ModelSpec, register_family
 
@@ -35,13 +32,10 @@ def fit_to_data(config: VisualBertConfig, facts: DataFacts, explicit: Mapping[st
     fit_regions_and_vocab(config, facts, explicit, feat_key="visual_embedding_dim")
 
 
-def pretraining_heads(config: VisualBertConfig, backbone: nn.Module,
-                      visual_losses: Sequence[str], num_answers: int) -> nn.Module:
-    """VisualBERT's pre-training heads (HF ``VisualBertForPreTraining`` ``cls.*`` keys, plus
-    the masked-object and QA heads) over ``backbone``."""
-    config = dataclasses.replace(config, num_qa_labels=max(num_answers, 1))
-    return VisualBertPretrainingHeads(config, backbone.get_input_embeddings(),
-                                      visual_losses=tuple(visual_losses), qa=num_answers > 0)
+#: VisualBERT's pre-training heads (HF ``VisualBertForPreTraining``'s ``cls.*`` keys, plus the
+#: masked-object and QA heads) over a backbone: ``(config, backbone, visual_losses,
+#: num_answers)``, as ``ModelSpec`` calls them
+pretraining_heads = VisualBertPretrainingHeads.for_backbone
 
 
 SPEC = register_family(
