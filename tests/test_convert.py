@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vlbench.errors import CheckpointError
+import vlbench
+from vlbench.errors import CheckpointError, ConfigError
 from vlbench.models.heads import NLVR2Head, QAHead
 from vlbench.models.lxmert.config import LxmertConfig
 from vlbench.models.lxmert.convert import (
@@ -391,3 +392,23 @@ def test_a_sharded_index_may_not_point_outside_its_directory(tmp_path):
         json.dumps({"weight_map": {"a": "../secret.safetensors"}}))
     with pytest.raises(CheckpointError, match="points outside"):
         read_hf_weights(tmp_path / "hf")
+
+
+def test_a_multi_gpu_best_pth_loads_and_an_unpublished_width_needs_its_head_count(tmp_path):
+    # The released fine-tuning code wraps the encoder in DataParallel: lxrt_encoder.model.module.bert.*
+    model = tiny_model(hidden_size=128, num_attention_heads=4, intermediate_size=256)
+    head = QAHead(128, len(ANSWERS)).eval()
+    state = {f"lxrt_encoder.model.module.bert.{k}": v for k, v in model.state_dict().items()}
+    state.update({f"logit_fc.{k.split('.', 1)[1]}": v for k, v in head.state_dict().items()})
+    torch.save(state, tmp_path / "BEST.pth")
+    guessed = load_checkpoint(tmp_path / "BEST.pth")
+    assert guessed.report.clean and guessed.config.num_attention_heads == 2  # 128 / 64
+    assert any(n.startswith("WARNING: hidden size 128") and "--set model.num_attention_heads"
+               in n for n in guessed.report.notes)
+    told = vlbench.load_model(str(tmp_path / "BEST.pth"),
+                              overrides={"model.num_attention_heads": "4"})
+    inputs = batch(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(told(**inputs).pooled, model(**inputs).pooled, atol=0, rtol=0)
+    with pytest.raises(ConfigError, match="takes only model.num_attention_heads"):
+        vlbench.load_model(str(tmp_path / "BEST.pth"), overrides={"model.hidden_size": "64"})

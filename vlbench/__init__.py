@@ -16,7 +16,8 @@ def load_model(path: str, **kwargs: Any) -> torch.nn.Module:
     The returned module is called with ``input_ids``, ``attention_mask``,
     ``token_type_ids``, ``visual_feats``, ``visual_pos`` (and optionally
     ``visual_attention_mask``) and returns an object with ``.language``,
-    ``.vision`` and ``.pooled``, like HF's ``LxmertModel``.
+    ``.vision`` and ``.pooled``, like HF's ``LxmertModel``. ``overrides={"model.num_attention_heads":
+    "8"}`` tells a released ``.pth`` (which stores no config) its head count.
     """
     from vlbench.engine.loading import load_backbone
 

@@ -52,17 +52,20 @@ class CheckpointFormats:
         except CheckpointError:
             return False
 
-    def load_backbone(self, path: Path, fmt: str = "auto") -> tuple[nn.Module, dict[str, Any]]:
-        """The backbone stored at ``path`` and a report of what the load found."""
-        loaded = self.conversion.load_checkpoint(path, fmt)
+    def load_backbone(self, path: Path, fmt: str = "auto", **options: Any
+                      ) -> tuple[nn.Module, dict[str, Any]]:
+        """The backbone stored at ``path`` and a report of what the load found; ``options`` go
+        to the family's ``load_checkpoint`` (e.g. ``num_attention_heads`` for files that store
+        no config)."""
+        loaded = self.conversion.load_checkpoint(path, fmt, **options)
         return loaded.build_backbone(), {"format": loaded.report.fmt, "report": str(loaded.report)}
 
     def convert(self, src: Path, dst: Path, *, fmt_from: str = "auto", fmt_to: str = "vlbench",
-                say: Callable[[str], None] = print) -> Path:
+                say: Callable[[str], None] = print, **options: Any) -> Path:
         """Read ``src`` in any layout the family reads and write ``dst`` as vlbench or HF."""
         if fmt_to not in ("vlbench", "hf"):
             raise CheckpointError(f"--to {fmt_to}: write 'vlbench' or 'hf'")
-        loaded = self.conversion.load_checkpoint(src, fmt_from)
+        loaded = self.conversion.load_checkpoint(src, fmt_from, **options)
         say(f"Read {loaded.report}")
         backbone = loaded.build_backbone()
         heads = {name: loaded.build_head(name, backbone) for name in loaded.heads_state}

@@ -51,6 +51,8 @@ from .hf_config import HF_CONFIG, config_from_hf, config_to_hf
 from .spec import SPEC
 
 FORMATS = ("hf", "airsplay", "vlbench")
+#: LXMERT was released at BERT-base width only (12 heads of 64)
+PUBLISHED_HIDDEN = 768
 LABEL2ANS_FILE = "trainval_label2ans.json"  # the original release's answer list
 UNDERSTOOD = (
     "understood: an HF transformers LXMERT directory (config.json + model.safetensors or "
@@ -156,6 +158,13 @@ def _load_airsplay(path: Path, num_attention_heads: int | None) -> LoadedCheckpo
         f"config inferred from tensor shapes ({config.num_attention_heads} attention heads"
         f"{'' if num_attention_heads else ', assumed hidden_size/64'})"
     )
+    if not num_attention_heads and config.hidden_size != PUBLISHED_HIDDEN:
+        # The file cannot tell the head count; a wrong one loads without error but computes
+        # something else, so an unpublished width gets a warning in the report.
+        report.notes.append(
+            f"WARNING: hidden size {config.hidden_size} is not the published {PUBLISHED_HIDDEN}: "
+            f"the {config.num_attention_heads} heads are a guess; pass the real count with "
+            "--set model.num_attention_heads=N")
     answers = None
     label2ans = path.parent / LABEL2ANS_FILE
     if ("qa" in heads or "pretraining" in heads) and label2ans.is_file():
@@ -172,7 +181,9 @@ def _split(
     pretrain: dict[str, Tensor] = {}
     logit_fc: dict[str, Tensor] = {}
     for raw_key, value in state.items():
-        key = rename_layer_norm(raw_key.removeprefix("module."))
+        # DataParallel wraps modules in "module." (the released fine-tuning code saves
+        # lxrt_encoder.model.module.bert.* from multi-GPU runs and strips it on load, as here).
+        key = rename_layer_norm(raw_key.removeprefix("module.").replace(".module.", "."))
         for prefix in ("lxmert.", "bert.", "lxrt_encoder.model.bert."):
             if key.startswith(prefix) and key.removeprefix(prefix).startswith(_BACKBONE_ROOTS):
                 key = key.removeprefix(prefix)

@@ -8,7 +8,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from vlbench.config import parse_overrides
 from vlbench.engine.layout import is_checkpoint, read_checkpoint
+from vlbench.engine.loading import reader_options
 from vlbench.errors import CheckpointError
 from vlbench.registry import CHECKPOINT_FORMATS
 
@@ -39,6 +41,8 @@ def convert(
     fmt_from: str = typer.Option("auto", "--from", help="auto, airsplay, hf or vlbench."),
     fmt_to: str = typer.Option("vlbench", "--to", help="vlbench or hf."),
     force: bool = typer.Option(False, "--force", help="Write into DST even if it is not empty."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="What a config-less .pth cannot tell: model.num_attention_heads=N."),
 ) -> None:
     """Convert a checkpoint; every load reports missing and unexpected keys."""
     console = Console(stderr=True)
@@ -47,7 +51,8 @@ def convert(
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not force:
         raise CheckpointError(f"{dst}: exists and is not an empty directory; converting would "
                               "overwrite what is there: pick a new directory, or pass --force")
+    options = reader_options(parse_overrides(overrides))
     reader = pick_reader(src, fmt_from)
-    out = reader.convert(src, dst, fmt_from=fmt_from, fmt_to=fmt_to, say=console.print)
+    out = reader.convert(src, dst, fmt_from=fmt_from, fmt_to=fmt_to, say=console.print, **options)
     console.print(f"Wrote {fmt_to} checkpoint to {out}")
     print(out)

@@ -53,10 +53,35 @@ def build_backbone(stored: StoredCheckpoint) -> tuple[nn.Module, dict[str, Any]]
                       "unexpected": list(unexpected)}
 
 
-def load_backbone(path: str | Path, *, fmt: str = "auto", say: Any = None) -> nn.Module:
-    """Load a backbone in eval mode; ``fmt`` is ``auto`` or a registered checkpoint format."""
+#: what a published checkpoint without a config may be told (``--set model.KEY=VALUE``)
+READER_OPTIONS = {"model.num_attention_heads": "num_attention_heads"}
+
+
+def reader_options(overrides: dict[str, str] | None) -> dict[str, Any]:
+    """``--set`` overrides a checkpoint reader takes, as its keyword arguments (ConfigError for
+    others: a checkpoint's architecture comes from its config or its tensor shapes)."""
+    out: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if key not in READER_OPTIONS:
+            raise ConfigError(f"--set {key}: a checkpoint read takes only "
+                              f"{', '.join(READER_OPTIONS)} (files that store no config)")
+        try:
+            out[READER_OPTIONS[key]] = int(value)
+        except ValueError:
+            raise ConfigError(f"--set {key}={value}: expects a whole number") from None
+    return out
+
+
+def load_backbone(path: str | Path, *, fmt: str = "auto", say: Any = None,
+                  overrides: dict[str, str] | None = None) -> nn.Module:
+    """Load a backbone in eval mode; ``fmt`` is ``auto`` or a registered checkpoint format;
+    ``overrides`` tell a config-less published file what its shapes cannot (see
+    :data:`READER_OPTIONS`)."""
+    options = reader_options(overrides)
     ckpt = resolve_checkpoint(path)
     if fmt in ("auto", "vlbench") and ckpt.is_dir() and is_checkpoint(ckpt):
+        if options:
+            raise ConfigError(f"{ckpt}: a vlbench checkpoint stores its config; drop --set")
         backbone, report = build_backbone(read_checkpoint(ckpt))
     else:
         readers = [e.obj for e in CHECKPOINT_FORMATS
@@ -68,7 +93,7 @@ def load_backbone(path: str | Path, *, fmt: str = "auto", say: Any = None) -> nn
                 f"{ckpt}: not a checkpoint format vlbench understands (a vlbench run or checkpoint "
                 f"directory, or one read by: {', '.join(CHECKPOINT_FORMATS.names())})"
             )
-        backbone, report = reader.load_backbone(ckpt, fmt)
+        backbone, report = reader.load_backbone(ckpt, fmt, **options)
     if say is not None:
         say(f"Loaded {ckpt} as {report['format']} checkpoint")
     with torch.no_grad():
