@@ -147,6 +147,13 @@ class GQATask(QATask):
             choices = {qid: choices[qid] for qid in predictions if qid in choices}
         return score_gqa(subset, preds, choices), records
 
+    @classmethod
+    def scene_objects(cls, data: Any, img_ids: Any, limit: int) -> dict[str, Any]:
+        """Objects of GQA's scene graphs (the synthetic worlds write them too)."""
+        from vlbench.tasks.gqa.scene_graphs import scene_objects
+
+        return scene_objects(data.root, img_ids, limit)
+
     def write_predictions(self, predictions: dict[str, str], path: Path) -> Path:
         path = path.with_suffix(".json")
         rows = [{"questionId": qid, "prediction": p} for qid, p in predictions.items()]

@@ -19,7 +19,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from vlbench.cli import convert, data, listing, pretrain, run, score
+    from vlbench.cli import convert, data, listing, pretrain, probe, run, score
 
     app.command("train")(run.train)
     app.command("evaluate")(run.evaluate)
@@ -28,6 +28,7 @@ def _register() -> None:
     app.command("convert")(convert.convert)
     app.command("pretrain")(pretrain.pretrain)
     app.command("ablate")(pretrain.ablate)
+    app.command("probe")(probe.probe)
     app.add_typer(data.app, name="data")
     try:
         from vlbench.cli import results

@@ -9,10 +9,11 @@ registers itself with ``@register_task("name")``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -118,6 +119,15 @@ class Task(ABC):
     def set_epoch(self, epoch: int) -> None:
         """Called before each training epoch (schedules such as "QA only from epoch K")."""
         return None
+
+    @classmethod
+    def scene_objects(cls, data: DataSource, img_ids: Container[str], limit: int
+                      ) -> dict[str, tuple[np.ndarray, list[dict[str, str]]]]:
+        """Annotated objects of up to ``limit`` images among ``img_ids``, for probes: per image
+        the boxes (N, 4: x1, y1, x2, y2 divided by the image width/height) and each object's
+        properties (``category`` and attributes such as ``color``). Empty when the task's data
+        holds no such annotations (most tasks)."""
+        return {}
 
     def image_ids(self) -> set[str]:
         """Image ids every split refers to (checked against the feature store up front)."""
