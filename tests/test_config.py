@@ -73,3 +73,14 @@ def test_round_trip_through_dict():
     assert again.to_dict() == cfg.to_dict()
     with pytest.raises(ConfigError, match="unknown key 'train.bogus'"):
         config_from_dict(LxmertConfig, GQAConfig, {**cfg.to_dict(), "train": {"bogus": 1}})
+
+
+def test_a_neutral_field_at_its_default_leaves_the_run_identity_unchanged():
+    from vlbench.config import DataConfig, RunConfig, TrainConfig
+
+    cfg = RunConfig(model=TrainConfig(), task=TrainConfig())
+    assert "duplicate_ids" in cfg.to_dict()["data"]
+    assert "duplicate_ids" not in cfg.identity()["data"]  # what runs before the field did
+    cfg.data = DataConfig(duplicate_ids="last")
+    assert cfg.identity()["data"]["duplicate_ids"] == "last"
+    assert cfg.identity()["data"]["max_boxes"] == 36  # other defaults stay in

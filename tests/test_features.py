@@ -29,9 +29,9 @@ def _record(img_id: str, n: int, w: int = 640, h: int = 480, seed: int = 0) -> R
 @pytest.fixture
 def tsvs(tmp_path):
     a = [_record("a0", 3, seed=1), _record("a1", 5, seed=2)]
-    # A box past the image edge must come out clipped to 1.
+    # A box past the image edge by detector rounding (2 px) must come out clipped to 1.
     wide = _record("b0", 2, w=100, h=100, seed=3)
-    wide.boxes[1] = [20, 10, 150, 60]
+    wide.boxes[1] = [20, 10, 102, 60]
     paths = [tmp_path / "a.tsv", tmp_path / "b.tsv"]
     write_tsv(paths[0], a)
     write_tsv(paths[1], [wide])
@@ -122,5 +122,46 @@ def test_mixed_feature_dims_are_rejected(tmp_path):
 def test_duplicate_ids_keep_the_first_row(tmp_path):
     path = tmp_path / "dup.tsv"
     write_tsv(path, [_record("x", 2, seed=1), _record("x", 3, seed=2)])
-    store = FeatureStore.open(path, tmp_path / "cache")
+    store = FeatureStore.open(path, tmp_path / "cache", duplicate_ids="first")
     assert store.ids == ["x"] and store.num_boxes("x") == 2 and store.duplicates == 1
+
+
+def test_duplicate_ids_are_an_error_naming_both_rows_unless_a_row_is_chosen(tmp_path):
+    a, b = tmp_path / "a.tsv", tmp_path / "b.tsv"
+    write_tsv(a, [_record("x", 2, seed=1)])
+    write_tsv(b, [_record("y", 2), _record("x", 3, seed=2)])
+    with pytest.raises(DataError, match=r"image id 'x' is given by .*a\.tsv:1 and again by .*b\.tsv:2"):
+        FeatureStore.open([a, b], tmp_path / "cache")
+    last = FeatureStore.open([a, b], tmp_path / "cache", duplicate_ids="last")
+    assert last.num_boxes("x") == 3 and last.ids == ["x", "y"]  # LXMERT's dict keeps the last
+
+
+def test_boxes_beyond_the_tolerance_are_an_error(tmp_path):
+    path = tmp_path / "far.tsv"
+    far = _record("far", 2, w=100, h=100)
+    far.boxes[:] = [[20, 10, 110, 60], [10, 5, 60, 55]]  # the first 10 px past the right edge
+    write_tsv(path, [far])
+    with pytest.raises(DataError, match=r"far\.tsv:1: image 'far' \(100x100 px\) has a box 10\.0 px"):
+        FeatureStore.open(path, tmp_path / "cache")
+    store = FeatureStore.open(path, tmp_path / "cache", validate=False)  # what data check reads
+    assert store.audit["boxes_outside"]["count"] == 1 and len(store.errors()) == 1
+
+
+def test_a_zeroed_cache_file_is_rebuilt_not_read(tsvs, tmp_path):
+    paths, records = tsvs
+    first = FeatureStore.open(paths, tmp_path / "cache")
+    target = first.path / "features.npy"
+    target.write_bytes(b"\0" * target.stat().st_size)
+    again = FeatureStore.open(paths, tmp_path / "cache")
+    assert "features.npy" in again.rebuilt
+    np.testing.assert_array_equal(again.get("a1").features, records["a1"].features)
+
+
+def test_confidence_order_keeps_the_most_confident_regions(tmp_path):
+    rec = _record("c", 4)
+    rec.objects_conf[:] = [0.1, 0.9, 0.3, 0.8]
+    write_tsv(tmp_path / "c.tsv", [rec])
+    store = FeatureStore.open(tmp_path / "c.tsv", tmp_path / "cache", box_order="confidence")
+    feats, _, mask = store.batch(["c"], max_boxes=2)
+    np.testing.assert_array_equal(feats[0], rec.features[[1, 3]])
+    assert store.crowded(2) == (1, 4) and mask.sum() == 2

@@ -368,3 +368,40 @@ def test_single_run_intervals_follow_the_records_metric_units(tmp_path: Path) ->
     board = build_leaderboard(runs, n_resamples=200)
     assert board.sections[0].rows[0].metrics["accuracy"].ci_low is None
     assert any("metric_units.accuracy" in n and "'over'" in n for n in board.notes)
+
+
+def test_unusable_records_are_skipped_with_a_note_not_a_blank_row(root: Path) -> None:
+    """A NaN metric, a string seed or bytes that are not UTF-8 used to blank a row or end the
+    command with a traceback; now each record is skipped and named, the others still count."""
+    rng = np.random.default_rng(1)
+
+    def spoil(name: str, **changes: object) -> Path:
+        path = write_run(root, name, seed=9, scores={"testdev": _scores(rng, 0.6)}) / "run.json"
+        record = json.loads(path.read_text())
+        for key, value in changes.items():
+            node = record
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        path.write_text(json.dumps(record))
+        return path
+
+    spoil("gqa-lxmert-nan", **{"metrics.testdev.accuracy": float("nan")})
+    spoil("gqa-lxmert-seed", seed="9")
+    raw = spoil("gqa-lxmert-bytes")
+    raw.write_bytes(raw.read_bytes().replace(b'"lxmert"', b'"lxm\xe9rt"', 1))
+    runs, problems = find_runs([root])
+    messages = {p.path.parent.name: p.message for p in problems}
+    assert "'metrics.testdev.accuracy' is not a finite number" in messages["gqa-lxmert-nan"]
+    assert "'seed' is '9', expected an integer" in messages["gqa-lxmert-seed"]
+    assert "not UTF-8" in messages["gqa-lxmert-bytes"]
+    board = build_leaderboard(runs, task="gqa")
+    _, row = _row(board, "lxmert", "lxmert", "sha256:" + "a" * 64)
+    assert row.n_seeds == 3 and 55 < row.value("accuracy") < 70
+    app = typer.Typer()
+    app.command()(leaderboard_command)
+    result = CliRunner().invoke(app, [str(root), "--task", "gqa"])
+    assert result.exit_code == 0, result.output
+    for name in messages:
+        assert any(f"skipped {root / name / 'run.json'}" in line for line in result.stderr.splitlines())

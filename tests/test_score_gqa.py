@@ -286,3 +286,34 @@ def test_task_records_mark_uncounted_questions_and_rebuild_the_official_metrics(
         for category, value in metrics[f"per_{kind}"].items():
             rebuilt = unit_values(table, f"per_{kind}.{category}")
             assert 100 * rebuilt.mean() == pytest.approx(value), (kind, category)
+
+
+def test_dict_form_predictions_must_be_strings():
+    # A number never equals the gold string: the official comparison would score 0 silently.
+    with pytest.raises(DataError, match="question '1': prediction is a number"):
+        score_gqa({"1": q("2")}, {"1": 2})
+    assert score_gqa({"1": q("2")}, {"1": "2"})["accuracy"] == 100.0
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("groups", None, "key 'groups' is null"),
+    ("question", None, "key 'question' is null"),
+    ("semantic", "abc", "key 'semantic' is a string"),
+    ("semantic", [{"operation": "select"}], r"key 'semantic\[0\].argument' is null \(missing\)"),
+    ("types", {"structural": 3, "semantic": "attr", "detailed": "x"}, "key 'types.structural'"),
+    ("isBalanced", "yes", "key 'isBalanced' is a string"),
+])
+def test_malformed_question_fields_are_named(field, value, message):
+    bad = q("a")
+    bad[field] = value
+    with pytest.raises(DataError, match=f"GQA question 1: {message}"):
+        score_gqa({"1": bad}, preds(**{"1": "a"}))
+
+
+def test_files_name_the_file_holding_the_bad_field(tmp_path):
+    paths = _write(tmp_path)
+    questions = json.loads(paths["questions"].read_text())
+    questions["2"]["groups"] = None
+    paths["questions"].write_text(json.dumps(questions))
+    with pytest.raises(DataError, match=r"questions\.json: question '2': key 'groups' is null"):
+        score_gqa_files(paths["questions"], paths["predictions"])

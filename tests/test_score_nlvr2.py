@@ -138,3 +138,14 @@ def test_cli(tmp_path):
     assert result.exit_code == 2 and "needs --annotations" in result.output
     result = runner.invoke(_app(), base + ["--annotations", str(tmp_path / "missing.jsonl")])
     assert result.exit_code == 1 and "labels file not found" in result.output
+
+
+def test_predictions_must_spell_true_or_false(tmp_path):
+    # LXMERT's 1/0 never equal "True"/"False" officially: every such prediction would score 0.
+    path = tmp_path / "pred.csv"
+    path.write_text("dev-1-0-0,True\ndev-1-1-0,0\n")
+    with pytest.raises(DataError, match=r"line 2 \(dev-1-1-0\): prediction '0' is not True or "
+                                        r"False \(LXMERT's 0 is False\)"):
+        read_nlvr2_predictions(path)
+    with pytest.raises(DataError, match=r"\(dev-1-0-0\): prediction '1' is not True or False"):
+        score_nlvr2([ex("dev-1-0-0", "True")], {"dev-1-0-0": "1"})

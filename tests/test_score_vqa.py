@@ -379,3 +379,21 @@ def test_cli_table_json_and_errors(tmp_path):
     result = runner.invoke(_app(), ["score", "--task", "vqa", "--predictions", str(r),
                                     "--annotations", str(a)])
     assert result.exit_code == 1 and result.output.startswith("error: VQA results do not")
+
+
+def test_files_need_the_ten_answers_of_vqa_v2(tmp_path):
+    # score_vqa keeps the official formula for any count; a file is held to VQA v2's ten.
+    a, r = tmp_path / "ann.json", tmp_path / "res.json"
+    a.write_text(json.dumps({"annotations": [ann(1, ["a"] * 10), ann(2, ["b"] * 3)]}))
+    r.write_text(json.dumps([{"question_id": 1, "answer": "a"}, {"question_id": 2, "answer": "b"}]))
+    with pytest.raises(DataError, match=r"ann\.json: annotations\[1\] \(question_id 2\): "
+                                        r"'answers' holds 3 answers"):
+        score_vqa_files(a, None, r)
+
+
+def test_files_that_are_not_utf8_name_line_and_column(tmp_path):
+    a, r = tmp_path / "ann.json", tmp_path / "res.json"
+    a.write_text(json.dumps({"annotations": [ann(1, ["a"] * 10)]}))
+    r.write_bytes(b'[{"question_id": 1,\n "answer": "caf\xe9"}]')
+    with pytest.raises(DataError, match=r"res\.json:2:\d+: not UTF-8 text"):
+        score_vqa_files(a, None, r)

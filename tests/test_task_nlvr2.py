@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -403,3 +404,21 @@ def test_grouped_epoch_order_keeps_groups_contiguous(seed: int):
     assert len(changes) + 1 == len(set(groups))  # each group is one contiguous run
     assert order == epoch_order(len(groups), seed, 3, groups)  # (seed, epoch) alone decide
     assert order != epoch_order(len(groups), seed, 4, groups)
+
+
+def test_a_byte_that_is_not_utf8_is_reported_at_its_line(world: Path):
+    path = world / "nlvr2/dev.json"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b"sentence", b"sent\xe9nce", 1)
+    path.write_bytes(b"".join(lines))
+    task = NLVR2Task(NLVR2Config(eval_splits=["dev"]), DataSource(world, synthetic=False))
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}:2:\d+: not UTF-8 text"):
+        task.read_split("dev")
+
+
+def test_stored_predictions_in_lxmert_numbers_are_refused(tmp_path: Path):
+    path = tmp_path / "dev.csv"
+    path.write_text("dev-0-0-0,True\ndev-0-1-0,1\n")
+    task = NLVR2Task(NLVR2Config(), DataSource(tmp_path, synthetic=False))
+    with pytest.raises(DataError, match=r"line 2 \(dev-0-1-0\): prediction '1' is not True or False"):
+        task.read_predictions(path)

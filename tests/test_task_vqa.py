@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -387,3 +388,23 @@ def test_malformed_lxmert_file(tmp_path: Path):
     task = VQATask(VQAConfig(), DataSource(tmp_path, synthetic=False))
     with pytest.raises(DataError, match=r"train.json: entry 3 .*'sent'"):
         list(task.training_texts())
+
+
+def test_annotations_without_the_ten_answers_are_refused(world: Path):
+    path = world / "vqa/v2_mscoco_train2014_annotations.json"
+    data = json.loads(path.read_text())
+    data["annotations"][2]["answers"] = data["annotations"][2]["answers"][:4]
+    path.write_text(json.dumps(data))
+    task = VQATask(VQAConfig(), DataSource(world, synthetic=False))
+    with pytest.raises(DataError, match=re.escape(f"{path}: annotations[2] (question_id 20): "
+                                                  "'answers' holds 4 answers")):
+        task.read_split("train")
+
+
+def test_stored_predictions_must_be_answer_strings(tmp_path: Path):
+    path = tmp_path / "minival.json"
+    path.write_text(json.dumps([{"question_id": 1000, "answer": "blue"},
+                                {"question_id": 1001, "answer": 2}]))
+    task = VQATask(VQAConfig(), DataSource(tmp_path, synthetic=False))
+    with pytest.raises(DataError, match=r"results\[1\] \(question_id 1001\): 'answer' is 2"):
+        task.read_predictions(path)

@@ -110,3 +110,36 @@ def test_blank_trailing_line_is_ignored(tmp_path):
     with open(path, "a") as f:
         f.write("\n")
     assert len(list(iter_tsv(path))) == 1
+
+
+def test_a_stray_quote_is_reported_at_its_own_line(tmp_path):
+    # csv quoting used to swallow every later line and report the error at the file's end.
+    rows = [_good_row(f"img{i}") for i in range(5)]
+    rows[1][0] = '"img1'
+    path = tmp_path / "quote.tsv"
+    _write_rows(path, rows)
+    with pytest.raises(DataError, match=rf"{path}:2: column img_id holds a double quote"):
+        list(iter_tsv(path))
+
+
+@pytest.mark.parametrize("column", ["features", "boxes", "objects_conf"])
+def test_non_finite_values_name_line_and_column(tmp_path, column):
+    bad = _record("bad", 3, dim=4)
+    getattr(bad, column).reshape(-1)[1] = np.nan
+    path = tmp_path / "nan.tsv"
+    write_tsv(path, [_record("ok", 3, dim=4), bad])
+    with pytest.raises(DataError, match=rf"{path}:2: image 'bad': column {column} holds 1 NaN/inf"):
+        list(iter_tsv(path))
+
+
+def test_bytes_that_are_not_utf8_name_the_line(tmp_path):
+    path = tmp_path / "latin1.tsv"
+    _write_rows(path, [_good_row("ok"), _good_row("caf\xe9")])
+    path.write_bytes(path.read_bytes().replace("caf\xe9".encode(), b"caf\xe9"))
+    with pytest.raises(DataError, match=rf"{path}:2: not UTF-8 text"):
+        list(iter_tsv(path))
+
+
+def test_ids_that_cannot_be_one_tsv_line_are_refused(tmp_path):
+    with pytest.raises(DataError, match="tab or line break"):
+        write_tsv(tmp_path / "f.tsv", [_record("two\nlines", 2)])

@@ -35,9 +35,14 @@ def valid(low: float | None = None, high: float | None = None, *, above: float |
     return {"valid": (low, high, above, choices)}
 
 
-def check(default: Any, **rule: Any) -> Any:
-    """A dataclass field with a default and a declared valid range (see :func:`valid`)."""
-    return field(default=default, metadata=valid(**rule))
+def check(default: Any, *, neutral: bool = False, **rule: Any) -> Any:
+    """A dataclass field with a default and a declared valid range (see :func:`valid`).
+
+    ``neutral``: the default does what every finished run made before the field existed did,
+    so :meth:`RunConfig.identity` leaves the field out while it holds the default (adding such
+    a field does not make earlier runs look different).
+    """
+    return field(default=default, metadata={**valid(**rule), "neutral": neutral})
 
 
 @dataclass
@@ -72,6 +77,12 @@ class DataConfig:
     vocab_size: int = check(30522, low=8)  # target size when training a WordPiece vocabulary
     features: str = ""  # feature TSV path(s), comma-separated; "" = the data directory's default
     cache_dir: str = ""  # where the memory-mapped feature store goes ("" = user cache dir)
+    # Regions kept of an image with more than max_boxes: its first rows in the TSV ("file", as
+    # extractors write them by confidence) or its most confident ("confidence"); LXMERT uses all.
+    box_order: str = check("file", choices=("file", "confidence"), neutral=True)
+    # An image id given by two feature rows: refuse, or use its first or last row (LXMERT: last).
+    # Neutral: a run over repeated ids used to keep the first row; now it would not start.
+    duplicate_ids: str = check("error", choices=("error", "first", "last"), neutral=True)
 
 
 def validate_section(obj: Any, section: str, where: str) -> None:
@@ -104,6 +115,17 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def identity(self) -> dict[str, Any]:
+        """:meth:`to_dict` less the neutral fields that hold their default (see :func:`check`):
+        what decides whether two runs are the same run."""
+        out = self.to_dict()
+        for name in SECTIONS:
+            section = getattr(self, name)
+            for f in dataclasses.fields(section):
+                if f.metadata.get("neutral") and getattr(section, f.name) == f.default:
+                    del out[name][f.name]
+        return out
 
 
 SECTIONS = ("model", "task", "train", "data")

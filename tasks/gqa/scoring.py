@@ -82,6 +82,12 @@ def chi_square(gold: Mapping[Any, Mapping[str, int]], predicted: Mapping[Any, Ma
 
 def _index_predictions(predictions: Any) -> dict[str, str]:
     if isinstance(predictions, Mapping):
+        # vlbench's dict form {questionId: prediction}: the official comparison is between
+        # strings, so a number here would score 0 without a word.
+        for qid, p in predictions.items():
+            if not isinstance(p, str):
+                raise DataError(f"GQA predictions: question {qid!r}: prediction is "
+                                f"{_kind(p)} ({p!r}); predictions must be answer strings")
         return dict(predictions)
     if not isinstance(predictions, list):
         raise DataError(
@@ -98,6 +104,82 @@ def _index_predictions(predictions: Any) -> dict[str, str]:
                             "'prediction' must be a string")
         out[p["questionId"]] = p["prediction"]  # duplicates: the last one counts, as official
     return out
+
+
+def _kind(value: Any) -> str:
+    """How a JSON value reads in an error message ("null", "a number", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
+
+
+# Fields of an official question and the JSON kinds they may hold when present. Missing
+# fields are left to whoever needs them (test files have no answers or programs).
+_FIELD_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "question": ((str,), "a string"),
+    "answer": ((str,), "a string"),
+    "imageId": ((str, int), "a string"),
+    "isBalanced": ((bool,), "true or false"),
+    "types": ((Mapping,), 'an object ({"structural", "semantic", "detailed"})'),
+    "groups": ((Mapping,), 'an object ({"global", "local"})'),
+    "entailed": ((list,), "a list of question ids"),
+    "equivalent": ((list,), "a list of question ids"),
+    "semantic": ((list,), 'the program, a list of {"operation", "argument"} steps'),
+}
+
+
+def question_problem(question: Mapping[str, Any]) -> str | None:
+    """What is wrong with the fields of one official question (``"key 'groups' is null; ..."``),
+    or None. Only fields that are present are checked, each against the official layout."""
+    for key, (kinds, want) in _FIELD_KINDS.items():
+        if key not in question:
+            continue
+        value = question[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            return f"key '{key}' is {_kind(value)}; expected {want}"
+    for key in ("structural", "semantic", "detailed"):
+        value = question.get("types", {}).get(key)
+        if key in question.get("types", {}) and not isinstance(value, str):
+            return f"key 'types.{key}' is {_kind(value)}; expected a string"
+    for key in ("global", "local"):
+        value = question.get("groups", {}).get(key)
+        if value is not None and not isinstance(value, str):
+            return f"key 'groups.{key}' is {_kind(value)}; expected a string or null"
+    for key in ("entailed", "equivalent"):
+        for i, value in enumerate(question.get(key, ())):
+            if not isinstance(value, str):
+                return f"key '{key}[{i}]' is {_kind(value)}; expected a question id string"
+    for i, step in enumerate(question.get("semantic", ())):
+        if not isinstance(step, Mapping):
+            return f"key 'semantic[{i}]' is {_kind(step)}; expected {{\"operation\", \"argument\"}}"
+        for key in ("operation", "argument"):
+            if not isinstance(step.get(key), str):
+                return (f"key 'semantic[{i}].{key}' is {_kind(step.get(key))}"
+                        f"{'' if key in step else ' (missing)'}; expected a string")
+    return None
+
+
+def check_questions(questions: Any, where: str = "GQA questions") -> None:
+    """Raise a one-line :class:`DataError` for the first malformed question of an official file.
+
+    ``where`` names the file (``path``) or the input in messages.
+    """
+    if not isinstance(questions, Mapping):
+        raise DataError(f"{where}: expected the official questions JSON (id -> question)")
+    for qid, q in questions.items():
+        if not isinstance(q, Mapping):
+            raise DataError(f"{where}: question {qid!r} is {_kind(q)}; expected an object")
+        problem = question_problem(q)
+        if problem is not None:
+            raise DataError(f"{where}: question {qid!r}: {problem}")
 
 
 def _get(question: Mapping[str, Any], qid: str, *keys: str) -> Any:
@@ -142,6 +224,9 @@ def score_gqa(
     for qid, q in questions.items():
         if not isinstance(q, Mapping):
             raise DataError(f"GQA question {qid}: expected an object")
+        problem = question_problem(q)
+        if problem is not None:  # the official script would crash, or miscount
+            raise DataError(f"GQA question {qid}: {problem}")
     preds = _index_predictions(predictions)
 
     missing_all = [qid for qid in questions if qid not in preds]
@@ -256,6 +341,11 @@ def score_gqa_files(
     questions = load_json(questions_path, "GQA questions")
     predictions = load_json(predictions_path, "GQA predictions")
     choices = None if choices_path is None else load_json(choices_path, "GQA choices")
+    check_questions(questions, str(questions_path))  # errors name the questions file itself
+    try:
+        _index_predictions(predictions)
+    except DataError as e:
+        raise DataError(f"{predictions_path}: {e}") from None
     try:
         return score_gqa(questions, predictions, choices)
     except DataError as e:

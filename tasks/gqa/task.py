@@ -15,6 +15,7 @@ from vlbench.data.jsonio import read_json
 from vlbench.data.lxmert_json import read_lxmert_gqa
 from vlbench.errors import DataError
 from vlbench.registry import register_task
+from vlbench.tasks.gqa.scoring import check_questions
 from vlbench.tasks.gqa.synth import GQA_PART
 from vlbench.tasks.qa import QAExample, QATask
 
@@ -64,7 +65,7 @@ class GQATask(QATask):
         return None
 
     def questions(self, split: str) -> dict[str, dict[str, Any]]:
-        """The official questions of ``split`` (dict by question id), read once."""
+        """The official questions of ``split`` (dict by question id), read and checked once."""
         cache = self.__dict__.setdefault("_questions", {})
         if split not in cache:
             path = self._official_path(split)
@@ -73,6 +74,12 @@ class GQATask(QATask):
             data = read_json(path)
             if not isinstance(data, dict):
                 raise DataError(f"{path}: expected a JSON object of questions keyed by id (official GQA format)")
+            check_questions(data, str(path))
+            for qid, q in data.items():
+                for key in ("imageId", "question"):  # what every split, test ones too, holds
+                    if key not in q:
+                        raise DataError(f"{path}: question {qid!r}: key '{key}' is missing; "
+                                        "expected official GQA fields")
             cache[split] = data
         return cache[split]
 
@@ -96,20 +103,16 @@ class GQATask(QATask):
     def read_split(self, split: str) -> list[QAExample]:
         if self._format(split) == "lxmert":
             return read_lxmert_split(self._lxmert_path(split) or self.data.root / f"{split}.json")
-        path = self._official_path(split)
-        out = []
-        for qid, q in self.questions(split).items():
-            try:
-                answer = q.get("answer")
-                out.append(QAExample(
-                    qid=str(qid), img_id=str(q["imageId"]), question=q["question"],
-                    label={answer: 1.0} if answer is not None else {},
-                    qtype=q.get("types", {}).get("detailed", ""),
-                    extra={"types": q.get("types", {})},
-                ))
-            except (KeyError, TypeError, AttributeError) as exc:
-                raise DataError(f"{path}: question '{qid}' lacks {exc}; expected official GQA fields") from exc
-        return out
+        # questions() checked every field read here
+        return [
+            QAExample(
+                qid=str(qid), img_id=str(q["imageId"]), question=q["question"],
+                label={q["answer"]: 1.0} if q.get("answer") is not None else {},
+                qtype=q.get("types", {}).get("detailed", ""),
+                extra={"types": q.get("types", {})},
+            )
+            for qid, q in self.questions(split).items()
+        ]
 
     score_inputs = {"questions": (True, "the GQA questions JSON"),
                     "choices": (False, "the GQA choices JSON, for validity and plausibility")}
@@ -161,11 +164,19 @@ class GQATask(QATask):
         return path
 
     def read_predictions(self, path: Path) -> dict[str, str]:
-        rows = read_json(path.with_suffix(".json"))
-        try:
-            return {str(r["questionId"]): str(r["prediction"]) for r in rows}
-        except (KeyError, TypeError) as exc:
-            raise DataError(f"{path}: expected [{{\"questionId\", \"prediction\"}}] rows") from exc
+        path = path.with_suffix(".json")
+        rows = read_json(path)
+        if not isinstance(rows, list):
+            raise DataError(f'{path}: expected a JSON list of {{"questionId", "prediction"}} rows')
+        out = {}
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict) or "questionId" not in r or "prediction" not in r:
+                raise DataError(f'{path}: row {i}: expected an object with "questionId" and "prediction"')
+            if not isinstance(r["prediction"], str):  # the official scorer compares strings
+                raise DataError(f"{path}: row {i} (questionId {r['questionId']!r}): 'prediction' "
+                                f"is {r['prediction']!r}, expected an answer string")
+            out[str(r["questionId"])] = r["prediction"]
+        return out
 
 
 def read_lxmert_split(path: Path) -> list[QAExample]:

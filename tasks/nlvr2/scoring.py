@@ -19,10 +19,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from vlbench.data.jsonio import iter_lines
 from vlbench.errors import DataError
 
 #: Header line accepted (and skipped) at the top of a predictions CSV.
 _HEADER = ("identifier", "prediction")
+#: What a prediction may say, in any case.
+_LABELS = ("true", "false")
 
 
 def sentence_group(identifier: str) -> str:
@@ -64,6 +67,10 @@ def score_nlvr2(labels: Iterable[Mapping[str, Any]], predictions: Mapping[str, s
             )
         if ex["identifier"] not in predictions:
             missing.append(ex["identifier"])
+        else:
+            problem = prediction_problem(predictions[ex["identifier"]])
+            if problem is not None:
+                raise DataError(f"NLVR2 predictions ({ex['identifier']}): {problem}")
     if missing:
         raise DataError(
             f"NLVR2 predictions: {len(missing)} of {len(examples)} examples have no prediction "
@@ -93,15 +100,14 @@ def read_nlvr2_labels(path: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         raise DataError(f"NLVR2 labels file not found: {p}; check the path")
     examples = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                examples.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"NLVR2 labels file {p}, line {lineno}: invalid JSON "
-                                f"({e.msg}); expected one example object per line") from None
+    for lineno, line in iter_lines(p):  # a byte that is not UTF-8: reported at its line
+        if not line.strip():
+            continue
+        try:
+            examples.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataError(f"NLVR2 labels file {p}, line {lineno}: invalid JSON "
+                            f"({e.msg}); expected one example object per line") from None
     return examples
 
 
@@ -109,24 +115,43 @@ def read_nlvr2_predictions(path: str | Path) -> dict[str, str]:
     """Read a predictions CSV (``identifier,prediction`` per line) the official way.
 
     Blank lines and a leading ``identifier,prediction`` header are skipped (the official
-    script would crash on the former and treat the latter as a prediction).
+    script would crash on the former and treat the latter as a prediction). A prediction
+    that is no spelling of True/False (LXMERT's 1/0, say) is an error: the official
+    comparison would count it wrong without a word.
     """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"NLVR2 predictions file not found: {p}; check the path")
     predictions: dict[str, str] = {}
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            splits = line.strip().split(",")
-            if len(splits) < 2:
-                raise DataError(f"NLVR2 predictions file {p}, line {lineno}: expected "
-                                "'identifier,prediction'")
-            if lineno == 1 and tuple(s.strip().lower() for s in splits[:2]) == _HEADER:
-                continue
-            predictions[splits[0]] = splits[1]
+    for lineno, line in iter_lines(p):
+        if not line.strip():
+            continue
+        splits = line.strip().split(",")
+        if len(splits) < 2:
+            raise DataError(f"NLVR2 predictions file {p}, line {lineno}: expected "
+                            "'identifier,prediction'")
+        if lineno == 1 and tuple(s.strip().lower() for s in splits[:2]) == _HEADER:
+            continue
+        problem = prediction_problem(splits[1])
+        if problem is not None:
+            raise DataError(f"NLVR2 predictions file {p}, line {lineno} ({splits[0]}): {problem}")
+        predictions[splits[0]] = splits[1]
     return predictions
+
+
+def prediction_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be an NLVR2 prediction, or None.
+
+    The official comparison is ``prediction.lower() == label.lower()``: any case of
+    True/False works (and " False", padded, is kept and counts wrong, as officially).
+    """
+    if not isinstance(value, str):
+        return f"prediction {value!r} is not a string; write True or False"
+    if value.strip().lower() not in _LABELS:
+        hint = f" (LXMERT's {value.strip()} is {'True' if value.strip() == '1' else 'False'})" \
+            if value.strip() in ("0", "1") else ""
+        return f"prediction {value!r} is not True or False{hint}; write the official labels"
+    return None
 
 
 def score_nlvr2_files(labels_path: str | Path, predictions_path: str | Path) -> dict[str, float]:

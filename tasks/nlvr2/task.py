@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vlbench.data.jsonio import read_json
+from vlbench.data.jsonio import iter_lines, read_json
 from vlbench.data.source import DataSource
 from vlbench.engine.backbone import ModelSpec
 from vlbench.engine.task import Task, TaskModel
@@ -296,22 +296,22 @@ def pair_id(identifier: str, where: str) -> str:
 
 
 def _starts_with_list(path: Path) -> bool:
-    with open(path, encoding="utf-8") as f:
-        head = f.read(256).lstrip()
-    return head.startswith("[")
+    # Bytes, not text: a file that is not UTF-8 is reported by the reader, at its line.
+    with open(path, "rb") as f:
+        head = f.read(256).removeprefix(b"\xef\xbb\xbf").lstrip()
+    return head.startswith(b"[")
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(
-                        f"{path}:{lineno}: malformed JSON line ({exc.msg}); the official "
-                        "NLVR2 files hold one JSON object per line"
-                    ) from None
+    for lineno, line in iter_lines(path):
+        if line.strip():
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"{path}:{lineno}: malformed JSON line ({exc.msg}); the official "
+                    "NLVR2 files hold one JSON object per line"
+                ) from None
 
 
 def _label(value: Any, where: str) -> str:

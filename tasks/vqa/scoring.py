@@ -23,6 +23,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from vlbench.data.jsonio import read_text
 from vlbench.errors import DataError
 from vlbench.tasks.vqa.normalize import clean_whitespace, normalize_answer, preprocess_answer
 
@@ -32,6 +33,9 @@ PRECISION = 2
 # get_score of bottom-up-attention-vqa's compute_softscore.py, which LXMERT's labels follow:
 # literal values, not count * 0.3 (3 * 0.3 would be 0.8999999999999999).
 _SOFT_SCORE = {1: 0.3, 2: 0.6, 3: 0.9}
+
+#: answers per question in VQA v2: the leave-one-out accuracy is defined over ten humans
+OFFICIAL_ANSWERS = 10
 
 _ANSWER = itemgetter("answer")
 _ANSWER_ID = itemgetter("answer_id")
@@ -312,20 +316,49 @@ def _diagnose_annotations(anns: list) -> None:
                             "answer_type must be strings") from None
 
 
+def annotation_problem(ann: Mapping[str, Any]) -> str | None:
+    """What makes one annotation unfit for the official metric, or None.
+
+    :func:`score_vqa` computes the official formula for any number of answers, as
+    ``vqaEval.py`` does; but VQA v2 has ten per question and the score of a prediction only
+    means accuracy with ten (1 of 3 answers matching scores 0.3 x 2/3 + ...), so files are
+    held to it.
+    """
+    answers = ann.get("answers")
+    if isinstance(answers, list) and len(answers) != OFFICIAL_ANSWERS:
+        return (f"'answers' holds {len(answers)} answers; VQA v2 annotations have "
+                f"{OFFICIAL_ANSWERS} and the official accuracy is defined over them")
+    for key in ("question_type", "answer_type", "multiple_choice_answer"):
+        if key in ann and not isinstance(ann[key], str):
+            return f"key '{key}' is {ann[key]!r}; expected a string"
+    return None
+
+
+def check_annotations(annotations: Any, path: str | Path) -> None:
+    """One-line :class:`DataError` naming ``path`` for the first annotation unfit for scoring."""
+    anns = annotations.get("annotations") if isinstance(annotations, Mapping) else annotations
+    if not isinstance(anns, list):
+        return  # score_vqa names the layout problem
+    for i, ann in enumerate(anns):
+        if isinstance(ann, Mapping):
+            problem = annotation_problem(ann)
+            if problem is not None:
+                raise DataError(f"{path}: annotations[{i}] (question_id "
+                                f"{ann.get('question_id')!r}): {problem}")
+
+
 def load_json(path: str | Path, what: str) -> Any:
     """Read a JSON file, turning every failure into a one-line :class:`DataError`."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{what} file not found: {p}; check the path")
+    text = read_text(p)  # a byte that is not UTF-8: reported with its line and column
     try:
-        with p.open(encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(
             f"{what} file {p}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
         ) from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{what} file {p}: not UTF-8 text ({e.reason})") from None
 
 
 def score_vqa_files(
@@ -337,6 +370,7 @@ def score_vqa_files(
     annotations = load_json(annotations_path, "VQA annotations")
     questions = None if questions_path is None else load_json(questions_path, "VQA questions")
     results = load_json(results_path, "VQA results")
+    check_annotations(annotations, annotations_path)
     try:
         return score_vqa(annotations, questions, results)
     except DataError as e:

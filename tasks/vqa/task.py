@@ -19,6 +19,7 @@ evaluation question shapes the label space. ``answer_vocab`` reads a fixed table
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,12 @@ from vlbench.errors import ConfigError, DataError
 from vlbench.registry import register_task
 from vlbench.tasks.qa import QAExample, QATask
 from vlbench.tasks.vqa.normalize import preprocess_answer
-from vlbench.tasks.vqa.scoring import PRECISION, score_vqa, vqa_soft_targets
+from vlbench.tasks.vqa.scoring import (
+    PRECISION,
+    annotation_problem,
+    score_vqa,
+    vqa_soft_targets,
+)
 from vlbench.tasks.vqa.synth import VQA_PART
 
 #: task split -> official file subtype (a split with no entry uses its own name, e.g. minival)
@@ -173,6 +179,13 @@ class VQATask(QATask):
                     f"{questions_path}: questions[{i}] lacks {exc}; expected "
                     "image_id, question, question_id"
                 ) from None
+            for key, value, kinds in (("question_id", qid, (int, str)),
+                                      ("image_id", image_id, (int, str)), ("question", text, (str,))):
+                if not isinstance(value, kinds) or isinstance(value, bool):
+                    raise DataError(
+                        f"{questions_path}: questions[{i}] key '{key}' is {value!r}; expected "
+                        f"{'a string' if kinds == (str,) else 'a number'}"
+                    )
             ann = by_qid.get(qid)
             if ann is None:
                 raise DataError(
@@ -329,12 +342,12 @@ class VQATask(QATask):
             )
         out = {}
         for i, r in enumerate(rows):
-            try:
-                out[str(r["question_id"])] = str(r["answer"])
-            except (KeyError, TypeError) as exc:
-                raise DataError(
-                    f"{path}: results[{i}] lacks {exc}; expected question_id and answer"
-                ) from None
+            if not isinstance(r, dict) or "question_id" not in r or "answer" not in r:
+                raise DataError(f"{path}: results[{i}]: expected an object with question_id and answer")
+            if not isinstance(r["answer"], str):  # the official evaluation compares strings
+                raise DataError(f"{path}: results[{i}] (question_id {r['question_id']!r}): 'answer' "
+                                f"is {r['answer']!r}, expected an answer string")
+            out[str(r["question_id"])] = r["answer"]
         return out
 
 
@@ -380,6 +393,11 @@ def read_lxmert_split(path: Path) -> list[QAExample]:
         raise DataError(f"{path}: expected a JSON list (LXMERT's preprocessed VQA format)")
     out = []
     for i, d in enumerate(data):
+        label = d.get("label", {}) if isinstance(d, dict) else None
+        if isinstance(d, dict) and not isinstance(d.get("sent"), str):
+            raise DataError(f"{path}: entry {i} key 'sent' is {d.get('sent')!r}; expected the question text")
+        if isinstance(label, dict) and not all(_finite_number(v) for v in label.values()):
+            raise DataError(f"{path}: entry {i} key 'label' must map answers to finite numeric scores")
         try:
             qtype = d.get("question_type", "")
             out.append(
@@ -440,6 +458,10 @@ def score_lxmert(
     return metrics, records
 
 
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _percent(values: Sequence[float]) -> float:
     return round(100.0 * sum(values) / max(len(values), 1), PRECISION)
 
@@ -479,5 +501,8 @@ def _index_annotations(annotations: list[dict[str, Any]], path: Path) -> dict[An
                 f"{path}: annotations[{i}] (question_id {ann['question_id']}): 'answers' "
                 'must be a non-empty list of {"answer": str, ...}'
             )
+        problem = annotation_problem(ann)
+        if problem is not None:
+            raise DataError(f"{path}: annotations[{i}] (question_id {ann['question_id']!r}): {problem}")
         by_qid[ann["question_id"]] = ann
     return by_qid

@@ -1,12 +1,17 @@
-"""``vlbench data synth`` (a synthetic world in the official formats) and ``vlbench data
-import-mmf`` (MMF's imdb and feature LMDB as LXMERT files)."""
+"""``vlbench data synth`` (a synthetic world in the official formats), ``vlbench data
+import-mmf`` (MMF's imdb and feature LMDB as LXMERT files) and ``vlbench data check`` (every
+reader and data check of a task over a directory, without training)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from vlbench.data.check import DataReport
 
 app = typer.Typer(help="Data utilities.", no_args_is_help=True)
 
@@ -59,6 +64,67 @@ def import_mmf(
                   "--set task.train_split=... --set task.eval_splits=...)",
                   highlight=False, soft_wrap=True)
     print(out)  # stdout carries the directory alone, for scripts
+
+
+@app.command("check")
+def check(
+    task: str = typer.Option(..., "--task", "-t", help="Registered task whose data to check (see `vlbench list tasks`)."),
+    data: str | None = typer.Option(None, "--data", help="Data directory; omit for the embedded synthetic benchmark."),
+    overrides: list[str] = typer.Option([], "--set", help="task./data. config override key=value, e.g. data.max_boxes=50 (repeatable)."),
+) -> None:
+    """Read every split and audit the features of a task's data; exit 0 clean, 1 problems, 2 unreadable."""
+    from vlbench.config import parse_overrides
+    from vlbench.data.check import check_data
+
+    console = Console(stderr=True)
+    report = check_data(task, data, overrides=parse_overrides(overrides),
+                        say=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
+    _print_report(report)
+    raise typer.Exit(report.status)
+
+
+def _print_report(report: DataReport) -> None:
+    """The report as rich tables on stdout, then one line per finding."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    splits = Table(title=f"{report.task} data in {report.source}", title_justify="left")
+    for name in ("split", "examples", "labelled", "images", "no features", "words in vocab"):
+        splits.add_column(name, justify="left" if name == "split" else "right")
+    for s in report.splits:
+        splits.add_row(s.name, *(_cell(v) for v in (s.examples, s.labelled, s.images, s.missing)),
+                       "-" if s.coverage is None else f"{s.coverage:.1f}%")
+    out.print(splits)
+    if report.vocabulary:
+        out.print(f"vocabulary: {escape(report.vocabulary)}")
+    f = report.features
+    if f:
+        table = Table(title="features", title_justify="left", show_header=False)
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        rows = [
+            ("files", ", ".join(Path(p).name for p in f["files"])),
+            ("images", f["images"]), ("regions", f["regions"]), ("feature dimension", f["feat_dim"]),
+            ("most regions in one image", f["max_regions"]),
+            (f"images over data.max_boxes={f['max_boxes']}", f["crowded"]),
+            ("rows with NaN/inf values", f["non_finite"]),
+            ("boxes outside their image", f"{f['boxes_outside']} (up to {f['boxes_outside_px']:.1f} px)"
+             if f["boxes_outside"] else 0),
+            ("repeated image ids", f["duplicates"]),
+        ]
+        for what, value in rows:
+            table.add_row(what, escape(str(value)))
+        out.print(table)
+    styles = {"unreadable": "bold red", "problem": "red", "warning": "yellow"}
+    for finding in report.findings:
+        out.print(f"[{styles[finding.level]}]{finding.level}:[/] {escape(finding.message)}", soft_wrap=True)
+    verdict = {0: "[green]clean[/]", 1: "[red]problems found[/]", 2: "[bold red]unreadable input[/]"}
+    out.print(f"status: {verdict[report.status]} (exit {report.status})")
+
+
+def _cell(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _split_files(pairs: list[str]) -> dict[str, Path]:

@@ -74,7 +74,8 @@ def iter_tsv(path: str | os.PathLike, ids: set[str] | None = None) -> Iterator[R
     """Yield the rows of an LXMERT feature TSV one by one (the file is never held in RAM).
 
     ``ids`` keeps only those image ids; other rows are skipped before any base64 is decoded.
-    A malformed row raises :class:`DataError` naming the file, the line and the problem.
+    A malformed row, or one holding NaN or infinite features, boxes or confidences, raises
+    :class:`DataError` naming the file, the line and the column.
     """
     for line_no, row in iter_rows(Path(path)):
         if ids is not None and row[0] not in ids:
@@ -83,31 +84,65 @@ def iter_tsv(path: str | os.PathLike, ids: set[str] | None = None) -> Iterator[R
 
 
 def iter_rows(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number, raw column strings) per non-empty line, checking the column count."""
+    """Yield (line number, raw column strings) per non-empty line, checking the column count.
+
+    Each line is split on its own: a quote in a column (csv quoting, as Python's csv writer
+    produces for an id holding one) is honoured within the line but can never swallow the
+    lines after it, so a stray quote is reported at the line that holds it.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: feature TSV not found; pass the path of an LXMERT *_obj36.tsv file")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter="\t")
-        try:
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # a trailing blank line is harmless
-                if len(row) != len(FIELDNAMES):
-                    raise DataError(
-                        f"{path}:{reader.line_num}: expected {len(FIELDNAMES)} tab-separated "
-                        f"columns ({', '.join(FIELDNAMES)}), found {len(row)}; the line is "
-                        "truncated or the file is not an LXMERT feature TSV"
-                    )
-                yield reader.line_num, row
-        except csv.Error as e:
-            raise DataError(f"{path}:{reader.line_num}: unreadable TSV line ({e})") from None
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not a text TSV file ({e}); pass an LXMERT feature TSV") from None
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            line = _decode(raw, path, line_no).rstrip("\r\n")
+            if not line.strip():
+                continue  # a trailing blank line is harmless
+            row = _split(line, path, line_no)
+            if len(row) != len(FIELDNAMES):
+                raise DataError(
+                    f"{path}:{line_no}: expected {len(FIELDNAMES)} tab-separated "
+                    f"columns ({', '.join(FIELDNAMES)}), found {len(row)}; the line is "
+                    "truncated or the file is not an LXMERT feature TSV"
+                )
+            yield line_no, row
 
 
-def parse_row(row: list[str], path: str | os.PathLike, line_no: int) -> RegionRecord:
-    """Decode one TSV row (a list of :data:`FIELDNAMES`-ordered strings) into a record."""
+def _decode(raw: bytes, path: Path, line_no: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+            "the file is corrupt or not an LXMERT feature TSV"
+        ) from None
+
+
+def _split(line: str, path: Path, line_no: int) -> list[str]:
+    """The tab-separated columns of one line; quoted columns unquoted the way csv writes them."""
+    if '"' not in line:
+        return line.split("\t")  # the common case: base64 and plain ids never hold a quote
+    try:
+        rows = list(csv.reader([line], delimiter="\t", strict=True))
+    except csv.Error as e:
+        column = FIELDNAMES[min(line.count("\t", 0, line.find('"')), len(FIELDNAMES) - 1)]
+        reason = str(e).replace("\t", "tab")
+        raise DataError(
+            f"{path}:{line_no}: column {column} holds a double quote that does not close on this "
+            f"line ({reason}); write such an id csv-quoted, as Python's csv writer does, or drop "
+            "the quote"
+        ) from None
+    return rows[0] if rows else []
+
+
+def parse_row(row: list[str], path: str | os.PathLike, line_no: int, *,
+              finite: bool = True) -> RegionRecord:
+    """Decode one TSV row (a list of :data:`FIELDNAMES`-ordered strings) into a record.
+
+    With ``finite`` (the default) NaN or infinite confidences, boxes or features raise a
+    :class:`DataError` naming the column; the feature store passes False and reports them
+    itself, with counts.
+    """
     where = f"{path}:{line_no}"
     img_id = row[0]
     img_h = _int_field(row[1], "img_h", where)
@@ -122,7 +157,28 @@ def parse_row(row: list[str], path: str | os.PathLike, line_no: int) -> RegionRe
     for name, (dtype, width) in _ARRAYS.items():
         raw = _b64(row[FIELDNAMES.index(name)], name, where)
         arrays[name] = _shape(raw, dtype, width, n, name, where)
-    return RegionRecord(img_id=img_id, img_h=img_h, img_w=img_w, **arrays)
+    record = RegionRecord(img_id=img_id, img_h=img_h, img_w=img_w, **arrays)
+    if finite:
+        bad = first_non_finite(record)
+        if bad is not None:
+            raise DataError(f"{where}: image '{img_id}': {bad}; fix or re-extract this row")
+    return record
+
+
+#: float columns that must hold finite numbers
+FLOAT_COLUMNS = ("objects_conf", "attrs_conf", "boxes", "features")
+
+
+def first_non_finite(record: RegionRecord) -> str | None:
+    """``"column X holds K NaN/inf value(s), first at region R"`` for the first bad column, or None."""
+    for name in FLOAT_COLUMNS:
+        array = getattr(record, name)
+        ok = np.isfinite(array)
+        if not ok.all():
+            bad = np.argwhere(~ok)
+            return (f"column {name} holds {int(bad.shape[0])} NaN/inf value(s), first at "
+                    f"region {int(bad[0][0])}")
+    return None
 
 
 def _int_field(text: str, name: str, where: str) -> int:
@@ -172,6 +228,11 @@ def _shape(raw: bytes, dtype: np.dtype, width: int | None, n: int, name: str, wh
 
 def format_row(record: RegionRecord) -> list[str]:
     """Encode a record as the ten TSV column strings."""
+    if any(c in record.img_id for c in "\t\r\n") or not record.img_id:
+        raise DataError(
+            f"image id {record.img_id!r}: an id must be non-empty and hold no tab or line break "
+            "(the TSV keeps one image per line)"
+        )
     n = record.num_boxes
     columns = [record.img_id, str(int(record.img_h)), str(int(record.img_w))]
     encoded = {}

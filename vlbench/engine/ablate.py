@@ -141,7 +141,7 @@ def resolved_config(model: str, task: str, data: DataSource, overrides: dict[str
     """The run config a ``train`` of (model, task) with ``overrides`` resolves to (as a dict)."""
     cfg = resolve_config(model, task, data, overrides)
     cfg.data.source = data.label
-    return cfg.to_dict()
+    return cfg.identity()
 
 
 def cell_key(kind: str, model: str, task: str, seed: int, config: dict[str, Any], data: DataSource,

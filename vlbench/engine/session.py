@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from vlbench.config import RunConfig, build_config, config_from_dict
+from vlbench.data.check import preflight
 from vlbench.data.jsonio import read_json
 from vlbench.data.source import DataSource, cache_root, resolve_data
 from vlbench.data.tokenizer import WordPieceTokenizer, build_tokenizer
@@ -118,9 +119,10 @@ def new_session(model: str, task: str, *, data_dir: str | None = None, seed: int
     data = resolve_data(data_dir, say=say)
     cfg = resolve_config(model, task, data, overrides)
     cfg.data.source = data.label
-    inputs = inputs_key(model, task, seed, cfg.to_dict(), data)
+    inputs = inputs_key(model, task, seed, cfg.identity(), data)
     seed_everything(seed, cfg.train.deterministic)
     task_obj = task_cls(cfg.task, data)
+    preflight(task_obj, data, cfg, say=say)  # every reader and the feature audit: fail in seconds
     check_splits(cfg, task_obj)
     tokenizer = build_tokenizer(cfg.data.vocab, task_obj.training_texts(), cfg.data.vocab_size,
                                 cfg.data.max_seq_len)
@@ -147,7 +149,7 @@ def planned_inputs(model: str, task: str, *, data_dir: str | None, seed: int,
     data = resolve_data(data_dir, say=say)
     cfg = resolve_config(model, task, data, dict(overrides))
     cfg.data.source = data.label
-    return inputs_key(model, task, seed, cfg.to_dict(), data)
+    return inputs_key(model, task, seed, cfg.identity(), data)
 
 
 def open_session(run_dir: str | Path, *, data_dir: str | None = None, say: Say = print) -> Session:
@@ -184,7 +186,8 @@ def open_features(data: DataSource, cfg: RunConfig) -> Any:
     from vlbench.data.features import FeatureStore
 
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else cache_root() / "features"
-    return FeatureStore.open(data.feature_files(cfg.data.features), cache)
+    return FeatureStore.open(data.feature_files(cfg.data.features), cache,
+                             duplicate_ids=cfg.data.duplicate_ids, box_order=cfg.data.box_order)
 
 
 def check_splits(cfg: RunConfig, task: Task) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlbench.data.jsonio import iter_lines
 from vlbench.errors import DataError
 
 RUN_FILE = "run.json"
@@ -197,16 +199,28 @@ class Problem:
 
 
 def read_run(run_dir: str | os.PathLike[str]) -> Run:
-    """Read ``RUN/run.json``; raise :class:`DataError` naming the file and what is wrong."""
+    """Read ``RUN/run.json``; raise :class:`DataError` naming the file and what is wrong.
+
+    Besides the JSON itself, the fields tables are built from are checked: a NaN or infinite
+    metric, or a seed that is not an integer, would silently blank or split a leaderboard row.
+    """
     folder = Path(run_dir)
     file = folder / RUN_FILE if folder.name != RUN_FILE else folder
     folder = file.parent
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{file}: no run record here; point at a run directory") from None
     except OSError as err:
         raise DataError(f"{file}: cannot read run record ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{file}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); the record is "
+            "damaged: fix or delete the file"
+        ) from None
     try:
         record = json.loads(text)
     except json.JSONDecodeError as err:
@@ -227,7 +241,39 @@ def read_run(run_dir: str | os.PathLike[str]) -> Run:
             f"{file}: key 'vlbench_run' is {version!r}, this vlbench reads format "
             f"{RUN_FORMAT_VERSION}; upgrade vlbench"
         )
+    _check_fields(record, file)
     return Run(folder, record)
+
+
+def _check_fields(record: dict[str, Any], file: Path) -> None:
+    """The values tables group and average by: integer seeds, finite numbers."""
+    seed = record.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise DataError(f"{file}: key 'seed' is {seed!r}, expected an integer; fix the record")
+    for key in ("metrics", "baselines", "params", "throughput", "wall_seconds"):
+        where = _non_finite(record.get(key), key)
+        if where is not None:
+            raise DataError(
+                f"{file}: key '{where}' is not a finite number (NaN or infinite); the run "
+                "diverged or the record is damaged: fix or delete it"
+            )
+
+
+def _non_finite(value: Any, path: str) -> str | None:
+    """Dotted path of the first NaN/infinite float inside ``value``, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, f"{path}.{k}")
+        if found is not None:
+            return found
+    return None
 
 
 def iter_run_dirs(root: Path) -> Iterator[Path]:
@@ -276,21 +322,16 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Objects of a JSON-lines file; a bad line raises :class:`DataError` naming file and line."""
     file = Path(path)
     rows: list[dict[str, Any]] = []
-    try:
-        handle = file.open(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{file}: file not found") from None
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{file}: line {lineno}: invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{file}: line {lineno}: expected a JSON object")
-            rows.append(row)
+    for lineno, line in iter_lines(file):  # a byte that is not UTF-8: reported at its line
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{file}: line {lineno}: invalid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{file}: line {lineno}: expected a JSON object")
+        rows.append(row)
     return rows
 
 
