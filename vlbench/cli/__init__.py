@@ -19,7 +19,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from vlbench.cli import convert, data, listing, pretrain, probe, run, score
+    from vlbench.cli import convert, data, features, listing, pretrain, probe, run, score
 
     app.command("train")(run.train)
     app.command("evaluate")(run.evaluate)
@@ -30,6 +30,7 @@ def _register() -> None:
     app.command("ablate")(pretrain.ablate)
     app.command("probe")(probe.probe)
     app.add_typer(data.app, name="data")
+    app.add_typer(features.app, name="features")
     try:
         from vlbench.cli import results
     except ImportError:  # the results layer is optional at import time (plots need matplotlib)

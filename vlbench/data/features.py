@@ -132,6 +132,8 @@ class FeatureStore:
         self.duplicates: int = len(rows) - len(self.ids)
         self.num_regions: int = int(self._index["num_regions"])
         self.rebuilt: str | None = None  # why open() rebuilt the cache, if it did
+        # TSV path -> its .meta.json (written by `vlbench features extract`): backbone, weights
+        self.meta: dict[str, dict[str, Any]] = {}
         fingerprint: str = self._index["fingerprint"]
         if self.duplicates and duplicate_ids == "last":
             # Other rows than vlbench's historical choice (the first): other data.
@@ -168,6 +170,13 @@ class FeatureStore:
             _build_cache(paths, sources, cache_path)
         store = cls(cache_path, duplicate_ids=duplicate_ids, box_order=box_order)
         store.rebuilt = problem if problem != "no cache yet" else None
+        from vlbench.data.extract import read_meta  # lazy: the extractor module imports torch
+
+        for source, path in zip(sources, paths, strict=True):
+            meta = read_meta(path)
+            # a meta whose fingerprint is not this TSV's describes other rows
+            if meta is not None and (len(paths) > 1 or meta.get("fingerprint") == store.fingerprint):
+                store.meta[source["path"]] = meta
         if validate:
             errors = store.errors()
             if errors:

@@ -47,7 +47,9 @@ def base_record(session: Session) -> dict[str, Any]:
         "objectives": list(session.extra.get("objectives", [])),
         "config": session.cfg.to_dict(),
         "data": {"source": session.data.label, "synthetic": session.data.synthetic,
-                 "fingerprint": data_fingerprint(session), "splits": splits},
+                 "fingerprint": data_fingerprint(session), "splits": splits,
+                 # grid features from `vlbench features extract`: which backbone, which weights
+                 "features_meta": getattr(session.features, "meta", {}) or None},
         "primary_metric": task.primary_metric,
         # How the metrics are means over per-question rows ("metric_units", "category_kinds"):
         # the results layer reads them, so it needs no knowledge of any task.
