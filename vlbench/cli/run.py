@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import typer
@@ -25,19 +27,45 @@ def train(
         False, "--reuse", help="Reuse a finished run in --out with the same config, data, code revision "
         "and seed (resume an interrupted one) instead of training again; replaces older runs of the "
         "same model, task and seed."),
+    nproc: int | None = typer.Option(
+        None, "--nproc", min=1, help="Train with N data-parallel processes on this machine: runs "
+        "`torchrun --standalone --nproc-per-node N -m vlbench train` with the other arguments."),
 ) -> None:
     """Fine-tune MODEL on TASK and write a run directory (run.json, checkpoints, predictions)."""
+    from vlbench.engine import distributed
     from vlbench.engine.run import resume as resume_run
     from vlbench.engine.run import train as train_run
 
+    if nproc is not None and nproc > 1:
+        if distributed.launched():
+            raise typer.BadParameter("already running under torchrun; drop --nproc", param_hint="--nproc")
+        argv = torchrun_argv(nproc, sys.argv[1:])
+        os.execvp(argv[0], argv)  # the launcher takes this process's place (and its signals)
     console = Console(stderr=True)
     if resume is not None:
         run_dir = resume_run(resume, console=console)
     else:
         run_dir = train_run(model, task, data_dir=data, seed=seed, out=out, overrides=parse_overrides(overrides),
                             init=init, console=console, reuse=reuse)
-    show_record(run_dir, console)
-    print(run_dir)
+    if distributed.is_main():
+        show_record(run_dir, console)
+        print(run_dir)
+
+
+def torchrun_argv(nproc: int, args: list[str]) -> list[str]:
+    """The torchrun command behind ``vlbench train --nproc N``: ``args`` (the command line
+    after the program name) without ``--nproc``. ``--standalone`` picks a free local port,
+    so two such runs on one machine do not collide."""
+    rest, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True  # its value follows
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+            "-m", "vlbench", *rest]
 
 
 def show_record(run_dir: Path, console: Console) -> None:
@@ -67,10 +95,13 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Re-score a run or checkpoint on a split with the task's official metric."""
+    from vlbench.engine import distributed
     from vlbench.engine.run import evaluate as evaluate_run
 
     console = Console(stderr=True)
     result = evaluate_run(target, split=split, task=task, data_dir=data, console=console)
+    if not distributed.is_main():
+        return
     if json_out:
         print(json.dumps(result))
         return

@@ -29,12 +29,14 @@ LANGUAGE_STATES = "language_states"  # per-token outputs a masked-LM head can re
 REGION_STATES = "region_states"  # per-region outputs a masked-object head can read
 CROSS_MODAL_POOLED = "cross_modal_pooled"  # a pooled state that has seen words and regions
 REGION_INPUTS = "region_inputs"  # reads region features and boxes (visual_feats/visual_pos)
+PIXEL_INPUTS = "pixel_inputs"  # reads images (pixel_values/pixel_mask), as ViLT
+#: what a region-feature backbone provides (a family's default)
 CAPABILITIES = (LANGUAGE_STATES, REGION_STATES, CROSS_MODAL_POOLED, REGION_INPUTS)
 
 
 #: the keyword inputs of every backbone, as a batch dict holds them
 BACKBONE_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "visual_feats", "visual_pos",
-                   "visual_attention_mask")
+                   "visual_attention_mask", "pixel_values", "pixel_mask")
 
 
 def backbone_inputs(batch: Mapping[str, Any]) -> dict[str, Tensor]:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlbench.engine import distributed
 from vlbench.engine.task import Task
 
 
@@ -29,16 +30,28 @@ def autocast(device: torch.device, precision: str):
 @torch.no_grad()
 def predict(model: nn.Module, task: Task, examples: Sequence[Any], *, batch_size: int,
             device: torch.device, precision: str = "fp32") -> tuple[dict[str, Any], float]:
-    """Predictions keyed by example id, and the seconds it took."""
+    """Predictions keyed by example id, and the seconds it took.
+
+    Under torchrun every rank must call this: rank r predicts batches r, r + N, ... and all
+    ranks get every prediction, in the order of one process. Batches are the one-process
+    batches (not shares of them), so batch-dependent inputs (padding, seeded masks) and hence
+    predictions and metrics are those of one process.
+    """
     was_training = model.training
     model.eval()
-    preds: dict[str, Any] = {}
+    rank, world = distributed.rank(), distributed.world_size()
+    parts: list[list[tuple[str, Any]]] = []  # one list of (id, prediction) per batch
     start = time.perf_counter()
-    for i in range(0, len(examples), batch_size):
+    for i in range(rank * batch_size, len(examples), batch_size * world):
         batch = to_device(task.collate(examples[i:i + batch_size]), device)
         with autocast(device, precision):
             logits = model(batch)
-        preds.update(task.predict(logits.float(), batch))
+        parts.append(list(task.predict(logits.float(), batch)))
+    if world > 1:
+        # shares[r][n] is batch r + n * world: deal them back into one-process order.
+        shares = distributed.gather(parts)
+        parts = [shares[r][n] for n in range(len(shares[0])) for r in range(world) if n < len(shares[r])]
+    preds: dict[str, Any] = {k: v for part in parts for k, v in part}
     seconds = time.perf_counter() - start
     model.train(was_training)
     return preds, seconds

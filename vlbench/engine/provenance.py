@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 import vlbench
+from vlbench.engine import distributed
 
 
 def git_commit() -> tuple[str | None, bool | None]:
@@ -27,8 +28,18 @@ def git_commit() -> tuple[str | None, bool | None]:
         return None, None
 
 
+def command_line() -> str:
+    """The command that started this process, as the user typed it where that is known."""
+    launcher = distributed.command_prefix()
+    if launcher is not None:  # sys.argv[0] is vlbench/__main__.py under torchrun
+        return " ".join([*launcher, *sys.argv[1:]])
+    return " ".join(["vlbench", *sys.argv[1:]]) if Path(sys.argv[0]).name == "vlbench" else " ".join(sys.argv)
+
+
 def provenance(device: torch.device) -> dict[str, Any]:
+    """Code version, environment, command line and world size of the current process."""
     commit, dirty = git_commit()
+    world = distributed.world_size()
     return {
         "vlbench": vlbench.__version__,
         "git_commit": commit,
@@ -38,6 +49,10 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
         "threads": torch.get_num_threads(),
         "platform": platform.platform(),
-        "command": " ".join(["vlbench", *sys.argv[1:]]) if Path(sys.argv[0]).name == "vlbench" else " ".join(sys.argv),
+        "command": command_line(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # processes in the data-parallel group (1: no torch.distributed); the global batch is
+        # train.batch_size whatever this is
+        "world_size": world,
+        **({"backend": distributed.backend()} if world > 1 else {}),
     }

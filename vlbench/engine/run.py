@@ -10,11 +10,18 @@ from typing import Any
 
 from rich.console import Console
 
+from vlbench.engine import distributed
 from vlbench.engine.checkpoint import load_weights, recover
 from vlbench.engine.evaluate import eval_examples, predict, write_outputs
 from vlbench.engine.provenance import provenance
 from vlbench.engine.reuse import find_run, remove_stale
-from vlbench.engine.session import Session, new_session, open_session, planned_inputs
+from vlbench.engine.session import (
+    Session,
+    new_session,
+    open_session,
+    planned_inputs,
+    seed_everything,
+)
 from vlbench.engine.trainer import BEST, LAST, Trainer
 from vlbench.errors import CheckpointError, ConfigError, DataError
 from vlbench.results.records import write_json_atomic
@@ -90,67 +97,101 @@ def train(model: str, task: str, *, data_dir: str | None = None, seed: int = 0, 
 
     With ``reuse``, a run under ``out`` with the same inputs (see ``vlbench.engine.reuse``) is
     returned if finished or resumed if interrupted, and runs it replaces are removed.
+
+    Under torchrun every process calls this: rank 0 prepares the run (data, run directory,
+    run.json) while the others wait, then they rebuild its session from the run directory.
     """
-    console = console or Console(stderr=True)
+    distributed.setup()
+    console = distributed.console_for_rank(console or Console(stderr=True))
     overrides = dict(overrides or {})
     if reuse:
         if init is not None:
             raise ConfigError("--reuse keys a run by its config, data and seed; it does not cover "
                               "--init, so use one or the other")
-        key = planned_inputs(model, task, data_dir=data_dir, seed=seed, overrides=overrides,
-                             say=lambda _: None)["key"]
-        found = find_run(Path(out), key)
-        if found is not None and found[1].get("status") == "finished":
+
+        def lookup() -> tuple[Path, str] | None:
+            key = planned_inputs(model, task, data_dir=data_dir, seed=seed, overrides=overrides,
+                                 say=lambda _: None)["key"]
+            found = find_run(Path(out), key)
+            return None if found is None else (found[0], str(found[1].get("status")))
+
+        found = distributed.broadcast(distributed.main_first(lookup))
+        if found is not None and found[1] == "finished":
             console.print(f"Reusing {found[0]} (same config, data, code revision and seed)")
             return found[0]
         if found is not None:
             try:
                 run_dir = resume(found[0], console=console)
-                remove_stale(Path(out), run_dir, model, task, seed)
+                distributed.main_first(lambda: remove_stale(Path(out), run_dir, model, task, seed))
                 return run_dir
             except CheckpointError:  # stopped before its first checkpoint: start again
-                shutil.rmtree(found[0])
-    session = new_session(model, task, data_dir=data_dir, seed=seed, out=out, overrides=overrides,
-                          say=console.print)
-    if init is not None:
-        from vlbench.engine.init import apply_init
+                distributed.main_first(lambda: shutil.rmtree(found[0]))
 
-        try:
-            session.extra["init"] = apply_init(session, init, say=console.print)
-        except BaseException:
-            shutil.rmtree(session.run_dir)  # nothing was trained: leave no half-made run behind
-            raise
-        session.extra["objectives"] = session.extra["init"].get("objectives", [])
-    console.print(f"Run directory: {session.run_dir}")
-    base = base_record(session)
-    trainer = Trainer(session, console, on_record=lambda st: finish_record(base, st))
-    write_json_atomic(session.run_dir / "run.json", finish_record(base, dict(trainer.state, status="running")))
+    def start() -> tuple[Session, Trainer]:
+        session = new_session(model, task, data_dir=data_dir, seed=seed, out=out, overrides=overrides,
+                              say=console.print)
+        if init is not None:
+            from vlbench.engine.init import apply_init
+
+            try:
+                session.extra["init"] = apply_init(session, init, say=console.print)
+            except BaseException:
+                shutil.rmtree(session.run_dir)  # nothing was trained: leave no half-made run behind
+                raise
+            session.extra["objectives"] = session.extra["init"].get("objectives", [])
+        console.print(f"Run directory: {session.run_dir}")
+        base = base_record(session)
+        trainer = Trainer(session, console, on_record=lambda st: finish_record(base, st))
+        write_json_atomic(session.run_dir / "run.json", finish_record(base, dict(trainer.state, status="running")))
+        return session, trainer
+
+    started = distributed.main_first(start)
+    run_dir = distributed.broadcast(None if started is None else started[0].run_dir)
+    if started is not None:
+        session, trainer = started
+    else:
+        # The other ranks take the session rank 0 wrote down (config, tokenizer, label space),
+        # as a resume does; DDP then gives them rank 0's weights.
+        session = open_session(run_dir, say=console.print)
+        seed_everything(distributed.rank_seed(seed), session.cfg.train.deterministic)
+        trainer = Trainer(session, console)  # only rank 0 writes the record
     trainer.fit()
     if reuse:
-        for stale in remove_stale(Path(out), session.run_dir, model, task, seed):
+        for stale in distributed.main_first(lambda: remove_stale(Path(out), session.run_dir, model, task, seed)) or []:
             console.print(f"Removed {stale} (replaced: its inputs differ)")
     return session.run_dir
 
 
 def resume(run_dir: str | Path, *, console: Console | None = None) -> Path:
-    """Continue an interrupted run from its last checkpoint; ends where an uninterrupted run would."""
-    console = console or Console(stderr=True)
+    """Continue an interrupted run from its last checkpoint; ends where an uninterrupted run would.
+
+    The checkpoint counts global steps and batches, so any number of processes may resume it.
+    """
+    distributed.setup()
+    console = distributed.console_for_rank(console or Console(stderr=True))
     session = open_session(run_dir, say=console.print)
     record = session.extra["record"]
     if record.get("status") == "finished":
         console.print(f"{run_dir} is already finished; nothing to resume")
         return session.run_dir
-    recover(session.run_dir / LAST)
-    if not (session.run_dir / LAST / "trainer_state.json").is_file():
-        raise CheckpointError(f"{run_dir}: no checkpoint to resume from (it was interrupted before its first save); "
-                              "start it again")
-    fingerprint = data_fingerprint(session)
-    if fingerprint != record["data"]["fingerprint"]:
-        raise DataError(f"{run_dir}: the data changed since the run started (fingerprint "
-                        f"{fingerprint[:19]}... now, {record['data']['fingerprint'][:19]}... then); "
-                        "resume it on the data it was started with, or start a new run")
+
+    def check() -> None:
+        recover(session.run_dir / LAST)
+        if not (session.run_dir / LAST / "trainer_state.json").is_file():
+            raise CheckpointError(f"{run_dir}: no checkpoint to resume from (it was interrupted before its "
+                                  "first save); start it again")
+        fingerprint = data_fingerprint(session)
+        if fingerprint != record["data"]["fingerprint"]:
+            raise DataError(f"{run_dir}: the data changed since the run started (fingerprint "
+                            f"{fingerprint[:19]}... now, {record['data']['fingerprint'][:19]}... then); "
+                            "resume it on the data it was started with, or start a new run")
+
+    distributed.main_first(check)
     base = {k: v for k, v in record.items() if k not in ("status", "metrics", "throughput", "wall_seconds")}
-    base["provenance"] = dict(record["provenance"], resumed=provenance(session.device)["started"])
+    now = provenance(session.device)
+    base["provenance"] = dict(record["provenance"], resumed=now["started"])
+    if now["world_size"] != record["provenance"].get("world_size", 1):
+        base["provenance"]["resumed_world_size"] = now["world_size"]
     trainer = Trainer(session, console, on_record=lambda st: finish_record(base, st))
     trainer.resume()
     trainer.fit()
@@ -160,7 +201,8 @@ def resume(run_dir: str | Path, *, console: Console | None = None) -> Path:
 def evaluate(target: str | Path, *, split: str, task: str | None = None, data_dir: str | None = None,
              console: Console | None = None) -> dict[str, Any]:
     """Score a run's best checkpoint (or a given checkpoint directory inside a run) on ``split``."""
-    console = console or Console(stderr=True)
+    distributed.setup()
+    console = distributed.console_for_rank(console or Console(stderr=True))
     target = Path(target)
     run_dir, ckpt = (target, target / BEST) if (target / "run.json").is_file() else (target.parent.parent, target)
     if not (run_dir / "run.json").is_file():
@@ -169,6 +211,7 @@ def evaluate(target: str | Path, *, split: str, task: str | None = None, data_di
     if task is not None and task != session.task_name:
         raise CheckpointError(f"{run_dir} was trained for task '{session.task_name}', not '{task}'")
     load_weights(session.model, ckpt / "model.safetensors")
+    session.device = distributed.device_for(session.device)
     model = session.model.to(session.device)
     examples = eval_examples(session.task, split)
     t0 = time.perf_counter()
@@ -177,10 +220,11 @@ def evaluate(target: str | Path, *, split: str, task: str | None = None, data_di
     metrics, records = session.task.score(split, preds)
     # An evaluation has its own folder: the record's predictions stay those of its metrics.
     out = run_dir / "evaluations" / ckpt.name
-    path = write_outputs(out, session.task, split, preds, records)
+    path = out / "predictions" / f"{split}{session.task.prediction_suffix}"
+    distributed.main_first(lambda: write_outputs(out, session.task, split, preds, records))
     result = {"run": str(run_dir), "checkpoint": str(ckpt), "split": split, "metrics": metrics,
               "predictions": str(path), "examples": len(examples),
               "examples_per_s": len(examples) / seconds if seconds else None,
               "seconds": time.perf_counter() - t0}
-    write_json_atomic(out / f"{split}.json", result)
+    distributed.main_first(lambda: write_json_atomic(out / f"{split}.json", result))
     return result

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vlbench.data.source import DataSource
-from vlbench.engine.backbone import BackboneOutput, ModelSpec, backbone_inputs
+from vlbench.engine.backbone import REGION_INPUTS, BackboneOutput, ModelSpec, backbone_inputs
 
 
 class TaskModel(nn.Module):
@@ -56,8 +56,9 @@ class Task(ABC):
     prediction_suffix: ClassVar[str] = ".json"
     #: bump when a code change alters this task's results (``vlbench train --reuse``)
     revision: ClassVar[int] = 1
-    #: what the backbone must provide (capabilities of ``vlbench.engine.backbone``)
-    requires: ClassVar[frozenset[str]] = frozenset()
+    #: what the backbone must provide (capabilities of ``vlbench.engine.backbone``): the
+    #: tasks feed region features, so a backbone must read them
+    requires: ClassVar[frozenset[str]] = frozenset({REGION_INPUTS})
     #: this task's part of the embedded synthetic world (``vlbench.data.synth.parts``), or None
     synthetic_part: ClassVar[Any] = None
 

@@ -8,6 +8,14 @@ training set in an order drawn from ``(seed, epoch)`` alone.
 SIGTERM and Ctrl-C ask the loop to stop; it stops at the next optimizer-step boundary,
 where model, optimizer and counters agree, and saves there. A second signal stops at
 once and keeps the last checkpoint on disk.
+
+Under torchrun (see :mod:`vlbench.engine.distributed`) every rank computes the same epoch
+order and takes its interleaved share of each global batch of ``train.batch_size``
+examples; DistributedDataParallel averages the gradients, weighted so that they equal the
+one-process gradients of the whole batch. Rank 0 writes every file; evaluation is sharded
+by whole batches and gathered. The saved state counts global batches and steps, so a run
+resumes with any number of processes. With one process there is no process group and the
+loop is the plain one.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +34,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from vlbench.engine import distributed
 from vlbench.engine.checkpoint import load_training_state, load_weights, save_checkpoint
 from vlbench.engine.evaluate import autocast, eval_examples, predict, to_device, write_outputs
-from vlbench.engine.session import Session
+from vlbench.engine.session import Session, seed_everything
 from vlbench.errors import TrainingError
 from vlbench.results.records import write_json_atomic
 
 LAST, BEST = "checkpoints/last", "checkpoints/best"
+
+#: torchrun forwards a stop signal to its workers, and a terminal's Ctrl-C reaches them as
+#: well: a repeat this soon after the first (seconds) is the same request, not a second one.
+SAME_SIGNAL_S = 2.0
 
 
 def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -79,7 +93,13 @@ class Trainer:
         self.cfg = session.cfg.train
         self.console = console or Console(stderr=True)
         self.on_record = on_record  # builds run.json from the trainer's summary
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        session.device = distributed.device_for(session.device)
         self.model = session.model.to(session.device)
+        # What the loop calls: DistributedDataParallel over ``model`` with several ranks (made in
+        # ``fit``: rank 0 builds its trainer while the others wait), else ``model``;
+        # checkpoints and evaluation use ``model`` itself.
+        self.net: nn.Module = self.model
         self.train_examples = eval_examples(session.task, session.task.train_split, self.cfg.train_limit)
         if not self.train_examples:
             raise ValueError(f"split '{session.task.train_split}' has no training examples")
@@ -93,12 +113,15 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(optimizer_groups(self.model, self.cfg.weight_decay), lr=self.cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_linear(self.total_steps, self.cfg.warmup_ratio))
+        # ``batch`` (the position in the epoch) and ``step`` count global batches and optimizer
+        # steps, the same whatever the world size, so any number of processes can resume.
         self.state: dict[str, Any] = {
             "epoch": 0, "batch": 0, "step": 0, "best_score": None, "best_epoch": None,
             "best_metrics": {}, "train_seconds": 0.0, "train_examples": 0, "eval_seconds": 0.0,
             "eval_examples": 0, "wall_seconds": 0.0, "history_bytes": 0,
         }
         self._stop_requested = False
+        self._stop_time = 0.0
 
     # -- checkpoints ---------------------------------------------------------------
     def checkpoint_config(self) -> dict[str, Any]:
@@ -110,30 +133,50 @@ class Trainer:
                 "answers": answers}
 
     def save_last(self) -> None:
-        self.state["history_bytes"] = self._history_path.stat().st_size if self._history_path.exists() else 0
-        save_checkpoint(self.s.run_dir / LAST, self.model, self.checkpoint_config(), self.optimizer,
-                        self.scheduler, self.state)
+        """Save the resumable state (rank 0; the others wait for it)."""
+        if distributed.is_main():
+            self.state["history_bytes"] = self._history_path.stat().st_size if self._history_path.exists() else 0
+            # The state is the same on every rank but for the RNG: rank 0's is saved (the
+            # others draw fresh streams on resuming; see ``resume``).
+            save_checkpoint(self.s.run_dir / LAST, self.model, self.checkpoint_config(), self.optimizer,
+                            self.scheduler, dict(self.state, world_size=self.world))
+        distributed.barrier()
 
     def resume(self) -> None:
         """Continue from ``checkpoints/last`` exactly where it left off."""
         last = self.s.run_dir / LAST
         load_weights(self.model, last / "model.safetensors")
         self.state.update(load_training_state(last, self.optimizer, self.scheduler))
-        self._history_path.touch()  # stopped before the first log line: there is none yet
-        with open(self._history_path, "r+b") as f:  # drop log lines written after the checkpoint
-            f.truncate(self.state["history_bytes"])
-        self.console.print(f"Resuming {self.s.run_dir} at epoch {self.state['epoch']}, step {self.state['step']}")
+        saved_world = self.state.pop("world_size", 1)
+        if self.rank > 0:
+            # Every rank restored rank 0's RNG; the others take streams of their own again. So
+            # with dropout (or pre-training's random masks) a resumed run of several processes
+            # is statistically, not bitwise, the uninterrupted one; so is any run resumed with
+            # another world size, whose ranks draw other masks for other shares of the batch.
+            seed_everything(distributed.rank_seed(self.s.seed, self.state["step"]), self.cfg.deterministic)
+        if distributed.is_main():
+            self._history_path.touch()  # stopped before the first log line: there is none yet
+            with open(self._history_path, "r+b") as f:  # drop log lines written after the checkpoint
+                f.truncate(self.state["history_bytes"])
+        processes = f" ({saved_world} process(es) then, {self.world} now)" if saved_world != self.world else ""
+        self.console.print(f"Resuming {self.s.run_dir} at epoch {self.state['epoch']}, "
+                           f"step {self.state['step']}{processes}")
 
     @property
     def _history_path(self) -> Path:
         return self.s.run_dir / "history.jsonl"
 
     def log(self, entry: dict[str, Any]) -> None:
+        if not distributed.is_main():
+            return
         with open(self._history_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
     # -- the loop ------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
+        """Train to the last epoch (or a stop request); returns the run record."""
+        if self.net is self.model:
+            self.net = distributed.wrap(self.model, self.s.device)  # broadcasts rank 0's weights
         started = time.perf_counter() - self.state["wall_seconds"]
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -169,24 +212,40 @@ class Trainer:
         t0, seen, running, named = time.perf_counter(), 0, [], {}
         progress.update(bar, description=f"epoch {epoch + 1}/{cfg.epochs}")
         for b in range(self.state["batch"], self.batches_per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            batch = to_device(task.collate([self.train_examples[i] for i in idx]), self.s.device)
-            with autocast(self.s.device, cfg.precision):
-                logits = self.model(batch)
-            loss, parts = split_loss(task.loss(logits, batch))
-            value = loss.item()
-            if not math.isfinite(value):
-                bad = [k for k, v in parts.items() if not math.isfinite(v)]
-                raise TrainingError(
-                    f"the loss is {value} at epoch {epoch + 1}, step {self.state['step'] + 1}"
-                    f"{f' ({bad[0]})' if len(parts) > 1 and bad else ''}; check the inputs for "
-                    "non-finite values and lower train.lr")
-            (loss / cfg.grad_accum).backward()
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]  # the global batch
+            mine = distributed.shard(idx, self.rank, self.world)  # all of it in one process
+            # A rank whose share is empty (a last batch smaller than the world) still runs a
+            # forward and backward, weighted 0, so that DDP's gradient all-reduce sees every rank.
+            batch = to_device(task.collate([self.train_examples[i] for i in mine or idx[:1]]), self.s.device)
+            sync = (b + 1) % cfg.grad_accum == 0 or b + 1 == self.batches_per_epoch
+            with self._no_sync(not sync):
+                with autocast(self.s.device, cfg.precision):
+                    logits = self.net(batch)
+                loss, parts = split_loss(task.loss(logits, batch))
+                share = len(mine) / len(idx)
+                value, parts = (loss.item(), parts) if self.world == 1 else self._batch_loss(loss, parts, share)
+                if not math.isfinite(value):
+                    bad = [k for k, v in parts.items() if not math.isfinite(v)]
+                    raise TrainingError(
+                        f"the loss is {value} at epoch {epoch + 1}, step {self.state['step'] + 1}"
+                        f"{f' ({bad[0]})' if len(parts) > 1 and bad else ''}; check the inputs for "
+                        "non-finite values and lower train.lr")
+                if self.world == 1:
+                    (loss / cfg.grad_accum).backward()
+                else:
+                    # Task losses are means over the examples of a batch (QA: summed over answers,
+                    # averaged over questions; NLVR2: averaged over pairs), so the global batch's
+                    # loss is sum_r share_r * loss_r; DDP divides the summed gradients by the
+                    # world size, hence the factor. Shares differ by at most one example where
+                    # the batch does not divide by the world size: the weights make that exact,
+                    # with no further accumulation. Pre-training's terms are ratios of sums
+                    # (e.g. over masked words): weighting by examples approximates their mean.
+                    (loss * (share * self.world / cfg.grad_accum)).backward()
             running.append(value)
             for name, value in parts.items():
                 named.setdefault(name, []).append(value)
             seen += len(idx)
-            if (b + 1) % cfg.grad_accum and b + 1 < self.batches_per_epoch:
+            if not sync:
                 continue
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             self.optimizer.step()
@@ -208,21 +267,37 @@ class Trainer:
                 t0, seen = time.perf_counter(), 0
                 self.state["wall_seconds"] = time.perf_counter() - started
                 self.save_last()
-            if self._stop_requested and b + 1 < self.batches_per_epoch:
+            if b + 1 < self.batches_per_epoch and self._should_stop():
                 self._account(t0, seen)
                 self._stop_if_requested(started)
         self._account(t0, seen)
 
+    def _no_sync(self, skip: bool) -> Any:
+        """DDP's ``no_sync`` between accumulated micro-batches (the all-reduce waits for the last)."""
+        return self.net.no_sync() if skip and self.world > 1 else nullcontext()
+
+    def _batch_loss(self, loss: torch.Tensor, parts: dict[str, float], share: float) -> tuple[float, dict[str, float]]:
+        """The global batch's loss and named losses: the share-weighted sum over ranks."""
+        values = torch.tensor([float(loss.detach()), *parts.values()], dtype=torch.float64)
+        values = distributed.all_sum(values * share if share else torch.zeros_like(values))
+        return float(values[0]), dict(zip(parts, values[1:].tolist(), strict=True))
+
     def _request_stop(self, signum: int, frame: Any) -> None:
-        if self._stop_requested:  # asked twice: stop now, keep the last checkpoint on disk
-            raise KeyboardInterrupt
-        self._stop_requested = True
+        if self._stop_requested:
+            if distributed.launched() and time.monotonic() - self._stop_time < SAME_SIGNAL_S:
+                return
+            raise KeyboardInterrupt  # asked twice: stop now, keep the last checkpoint on disk
+        self._stop_requested, self._stop_time = True, time.monotonic()
         self.console.print(f"{signal.Signals(signum).name}: stopping after this step "
                            "(send again to stop at once)")
 
+    def _should_stop(self) -> bool:
+        """Whether a stop was asked for (on any rank: every rank stops at the same step)."""
+        return distributed.any_rank(self._stop_requested) if self.world > 1 else self._stop_requested
+
     def _stop_if_requested(self, started: float) -> None:
         """At a step boundary: save where the run stands and stop."""
-        if not self._stop_requested:
+        if not self._should_stop():
             return
         self.state["wall_seconds"] = time.perf_counter() - started
         self.save_last()
@@ -245,9 +320,10 @@ class Trainer:
         score = metrics[select][self.s.task.primary_metric]
         if self.state["best_score"] is None or score > self.state["best_score"]:
             self.state.update(best_score=score, best_epoch=self.state["epoch"], best_metrics=metrics)
-            for split, (preds, records) in outputs.items():
-                write_outputs(self.s.run_dir, self.s.task, split, preds, records)
-            save_checkpoint(self.s.run_dir / BEST, self.model, self.checkpoint_config())
+            if distributed.is_main():
+                for split, (preds, records) in outputs.items():
+                    write_outputs(self.s.run_dir, self.s.task, split, preds, records)
+                save_checkpoint(self.s.run_dir / BEST, self.model, self.checkpoint_config())
         summary = "  ".join(f"{split} {m[self.s.task.primary_metric]:.2f}" for split, m in metrics.items())
         self.console.print(f"epoch {self.state['epoch']}: {summary}"
                            f"{'  (best)' if self.state['best_epoch'] == self.state['epoch'] else ''}")
@@ -256,6 +332,8 @@ class Trainer:
         self._write_record("running")
 
     def evaluate_all(self) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[dict, list]]]:
+        """Official metrics and outputs of every evaluation split (sharded over ranks by
+        ``predict``; every rank gets all predictions and scores them)."""
         metrics, outputs = {}, {}
         for split in self.s.task.eval_splits:
             examples = eval_examples(self.s.task, split, self.cfg.eval_limit)
@@ -269,14 +347,15 @@ class Trainer:
 
     def _write_record(self, status: str) -> dict[str, Any]:
         record = self.on_record(dict(self.state, status=status)) if self.on_record else dict(self.state)
-        write_json_atomic(self.s.run_dir / "run.json", record)
+        if distributed.is_main():
+            write_json_atomic(self.s.run_dir / "run.json", record)
         return record
 
     def _progress(self) -> Progress:
         return Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[eps]:.0f} ex/s"),
-            TimeRemainingColumn(), console=self.console, transient=False,
+            TimeRemainingColumn(), console=self.console, transient=False, disable=not distributed.is_main(),
         )
 
 
