@@ -120,3 +120,11 @@ def test_resume_refuses_data_that_changed(small_world: Path, tmp_path: Path,
     (world / "manifest.json").write_text("{broken")
     with pytest.raises(DataError, match="manifest.json"):
         train("lxmert", "gqa", data_dir=str(world), out=tmp_path / "more", overrides=QUICK)
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_work(small_world: Path, tmp_path: Path):
+    out = tmp_path / "runs"
+    out.write_text("not a folder")
+    with pytest.raises(ConfigError, match="is a file"):
+        train("lxmert", "gqa", data_dir=str(small_world), out=out, overrides=QUICK)
+    assert out.read_text() == "not a folder"

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from vlbench.engine.layout import read_checkpoint, write_checkpoint
 from vlbench.errors import CheckpointError
+from vlbench.results.records import replaced_when_done, write_text_atomic
 
 from ..heads import NLVR2Head, QAHead
 from .config import PresetConfig
@@ -460,15 +461,16 @@ def write_hf_dir(out_dir: str | Path, hf_config: Mapping[str, Any],
     """Write an HF model directory: ``config.json`` and ``model.safetensors``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n")
+    write_text_atomic(out / CONFIG_FILE, json.dumps(hf_config, indent=2) + "\n")
     write_weights(out, state)
     return out
 
 
 def write_weights(directory: Path, state: Mapping[str, Tensor]) -> None:
     """Write ``state`` as the directory's ``model.safetensors`` (with the ``format: pt``
-    metadata HF's loaders check)."""
-    save_file(contiguous(state), str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    metadata HF's loaders check), through a temporary file: a kill never leaves half of it."""
+    with replaced_when_done(directory / WEIGHTS_FILE) as tmp:
+        save_file(contiguous(state), str(tmp), metadata={"format": "pt"})
 
 
 def contiguous(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -15,7 +15,7 @@ from rich.table import Table
 from vlbench.errors import ConfigError, DataError, VLBenchError
 from vlbench.results.compare import Comparison, compare_paths
 from vlbench.results.leaderboard import Leaderboard, build_leaderboard
-from vlbench.results.records import Problem, Run, find_runs
+from vlbench.results.records import Problem, Run, find_runs, write_text_atomic
 from vlbench.results.render import FORMATS, SUFFIXES, fmt, fmt_p, print_rich, render
 
 DEFAULT_ROOT = Path("runs")
@@ -157,8 +157,7 @@ def leaderboard(
         if out is None:
             typer.echo(text, nl=False)
         else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
+            write_text_atomic(out, text)
             _stderr().print(f"wrote {escape(str(out))}")
     except VLBenchError as err:
         _fail(err)

@@ -32,7 +32,7 @@ from vlbench.data.source import DataSource, resolve_data
 from vlbench.engine.session import resolve_config
 from vlbench.errors import CheckpointError, ConfigError
 from vlbench.registry import TASKS
-from vlbench.results.records import write_json_atomic
+from vlbench.results.records import write_json_atomic, write_text_atomic
 from vlbench.results.stats import holm, t_interval
 
 PRETRAIN_TASK = "pretrain"
@@ -396,8 +396,8 @@ def write_outputs(summary: dict[str, Any], out: Path, stem: str = "ablation") ->
     """``{stem}.md``, ``{stem}.csv`` and ``{stem}.json`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.md", out / f"{stem}.csv", out / f"{stem}.json"]
-    paths[0].write_text(render_markdown(summary))
-    paths[1].write_text(render_csv(summary))
+    write_text_atomic(paths[0], render_markdown(summary))
+    write_text_atomic(paths[1], render_csv(summary))
     write_json_atomic(paths[2], summary)
     return paths
 

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from vlbench.errors import CheckpointError
+from vlbench.results.records import write_text_atomic
 
 LAYOUT = 2
 CONFIG_FILE = "config.json"
@@ -166,9 +167,9 @@ def write_checkpoint(directory: Path, *, family: str, model: str, config: Mappin
         "config": dict(config),
         **dict(extra or {}),
     }
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    write_text_atomic(directory / CONFIG_FILE, json.dumps(meta, indent=1) + "\n")
     if answers is not None:
-        (directory / ANSWERS_FILE).write_text(json.dumps(list(answers)) + "\n")
+        write_text_atomic(directory / ANSWERS_FILE, json.dumps(list(answers)) + "\n")
 
 
 def read_safetensors(path: Path) -> dict[str, Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import time
 from pathlib import Path
@@ -104,6 +105,7 @@ def train(model: str, task: str, *, data_dir: str | None = None, seed: int = 0, 
     distributed.setup()
     console = distributed.console_for_rank(console or Console(stderr=True))
     overrides = dict(overrides or {})
+    check_out(Path(out))
     if reuse:
         if init is not None:
             raise ConfigError("--reuse keys a run by its config, data and seed; it does not cover "
@@ -160,6 +162,15 @@ def train(model: str, task: str, *, data_dir: str | None = None, seed: int = 0, 
         for stale in distributed.main_first(lambda: remove_stale(Path(out), session.run_dir, model, task, seed)) or []:
             console.print(f"Removed {stale} (replaced: its inputs differ)")
     return session.run_dir
+
+
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder this process can write, checked before any work."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; pass a folder for the run directories")
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {existing} is not writable; pass a folder you can write to")
 
 
 def resume(run_dir: str | Path, *, console: Console | None = None) -> Path:

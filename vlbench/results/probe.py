@@ -38,6 +38,7 @@ from torch import nn
 
 from vlbench.data.jsonio import read_json
 from vlbench.errors import ConfigError, DataError, VLBenchError
+from vlbench.results.records import write_text_atomic
 from vlbench.results.stats import Interval, t_interval
 
 #: images probed by default: three tiny backbones on the embedded world take about 16 s of one
@@ -642,7 +643,7 @@ def write_report(report: ProbeReport, stem: str | Path, say: Say | None = None) 
     for suffix, text in ((".md", to_markdown(report)), (".csv", to_csv(report)),
                          (".json", to_json(report))):
         path = stem.with_name(stem.name + suffix)
-        path.write_text(text, encoding="utf-8")
+        write_text_atomic(path, text)
         written.append(path)
     try:
         fig = plot_probe(report)

@@ -41,21 +41,36 @@ _MISSING = object()
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> None:
-    """Write ``obj`` as JSON to ``path`` so that readers see the old or the new file, never a mix.
+    """Write ``obj`` as JSON to ``path`` so that readers see the old or the new file, never a
+    mix (see :func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix.
 
     The text goes to a temporary file in the same folder, is flushed to disk, then renamed
-    over ``path`` (``os.replace`` is atomic on POSIX and Windows). Concurrent writers of the
-    same path each leave a complete file; the last rename wins.
+    over ``path`` (``os.replace`` is atomic on POSIX and Windows), so a full disk or a kill
+    leaves the previous file. Concurrent writers of the same path each leave a complete file;
+    the last rename wins.
     """
+    with replaced_when_done(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def replaced_when_done(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; it replaces ``path`` when the block ends
+    without an error, and is removed otherwise (for writers that take a file name, such as
+    safetensors' ``save_file``)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         # mkstemp creates the file private (0600); a results record should be readable.
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
