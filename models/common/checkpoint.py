@@ -233,8 +233,9 @@ class CheckpointFamily:
         """Write a directory that ``transformers.<hf.architectures[kind]>.from_pretrained``
         loads.
 
-        ``kind`` "model" writes the backbone alone; "qa" needs ``heads["qa"]`` and
-        "pretraining" ``heads["pretraining"]``; ``say`` names what HF's class leaves out.
+        ``kind`` "model" writes the backbone alone; any other kind needs the head of that
+        name ("qa": ``heads["qa"]``, "pretraining": ``heads["pretraining"]``, "nlvr2": ...);
+        ``say`` names what HF's class leaves out.
         """
         if kind not in self.hf.architectures:
             raise CheckpointError(
@@ -243,7 +244,7 @@ class CheckpointFamily:
         if kind == "model":
             state = dict(backbone.state_dict())
         else:
-            head_name = "qa" if kind == "qa" else "pretraining"
+            head_name = kind  # a head kind is exported from the head of that name
             head = (heads or {}).get(head_name)
             if head is None:
                 raise CheckpointError(f"export kind '{kind}' needs heads['{head_name}']")

@@ -1,4 +1,4 @@
-"""Fitting a region-feature family's config to the data: feature width and vocabulary size."""
+"""Fitting a family's config to the data: region feature width and vocabulary size."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def fit_regions_and_vocab(config: Any, facts: DataFacts, explicit: Mapping[str, 
             f"{facts.feat_dim}-d regions; drop the override or use matching features"
         )
     setattr(config, feat_key, facts.feat_dim)
+    fit_vocab(config, facts, explicit)
+
+
+def fit_vocab(config: Any, facts: DataFacts, explicit: Mapping[str, Any]) -> None:
+    """Set ``vocab_size`` to at least the tokenizer's; an explicit ``--set model.vocab_size``
+    smaller than the tokenizer's is an error, a larger one is kept."""
     if "model.vocab_size" in explicit and config.vocab_size < facts.vocab_size:
         raise ConfigError(
             f"--set model.vocab_size={config.vocab_size} is smaller than the tokenizer's "

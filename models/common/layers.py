@@ -3,7 +3,8 @@
 Module and parameter names are BERT's (``attention.self.query``, ``attention.output.dense``,
 ``intermediate.dense``, ``output.LayerNorm``, ...), which LXMERT and VisualBERT checkpoints
 (released code and HF transformers) both use, so every family built from these parts loads
-foreign weights key for key.
+foreign weights key for key. The pre-norm (ViT) block at the end carries HF ViT's and ViLT's
+names (``layernorm_before``, ``attention.attention.query``, ``layernorm_after``, ...).
 
 The parts read their sizes from a config object (:class:`TransformerConfig`): any family's
 config dataclass with these fields will do.
@@ -59,14 +60,16 @@ def compute_dtype(reference: Tensor) -> torch.dtype:
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention of ``hidden`` over ``context`` (keys ``query/key/value``)."""
 
-    def __init__(self, config: TransformerConfig, context_dim: int | None = None):
+    def __init__(self, config: TransformerConfig, context_dim: int | None = None,
+                 bias: bool = True):
         super().__init__()
         context_dim = config.hidden_size if context_dim is None else context_dim
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.query = Linear(config.hidden_size, config.hidden_size)
-        self.key = Linear(context_dim, config.hidden_size)
-        self.value = Linear(context_dim, config.hidden_size)
+        # bias=False: ViT-style models without query/key/value biases (HF's qkv_bias)
+        self.query = Linear(config.hidden_size, config.hidden_size, bias=bias)
+        self.key = Linear(context_dim, config.hidden_size, bias=bias)
+        self.value = Linear(context_dim, config.hidden_size, bias=bias)
         self.dropout_p = config.attention_probs_dropout_prob
 
     def _heads(self, x: Tensor) -> Tensor:
@@ -172,3 +175,66 @@ class Pooler(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.activation(self.dense(hidden[:, 0]))
+
+
+class ProjectionOutput(nn.Module):
+    """``dropout(dense(x))``: closes a pre-norm block's attention or feed-forward branch (the
+    layer adds the residual, and no LayerNorm follows)."""
+
+    def __init__(self, config: TransformerConfig, in_features: int):
+        super().__init__()
+        self.dense = Linear(in_features, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.dropout(self.dense(hidden))
+
+
+class PreNormAttention(nn.Module):
+    """Self-attention branch of a pre-norm block: keys ``attention.{query,key,value}`` and
+    ``output.dense`` (HF ViT / ViLT)."""
+
+    def __init__(self, config: TransformerConfig, qkv_bias: bool = True):
+        super().__init__()
+        self.attention = MultiHeadAttention(config, bias=qkv_bias)
+        self.output = ProjectionOutput(config, config.hidden_size)
+
+    def forward(self, hidden: Tensor, mask: Tensor | None) -> Tensor:
+        return self.output(self.attention(hidden, hidden, mask))
+
+
+class PreNormLayer(nn.Module):
+    """A ViT block: ``h = x + attn(LN(x))``, then ``h + ffn(LN(h))`` (exact erf GeLU).
+
+    Keys ``layernorm_before``, ``attention.attention.*``, ``attention.output.dense``,
+    ``layernorm_after``, ``intermediate.dense``, ``output.dense``: HF's ViT and ViLT layers
+    (timm's ``norm1``, ``attn.qkv`` / ``attn.proj``, ``norm2``, ``mlp.fc1`` / ``mlp.fc2``).
+    """
+
+    def __init__(self, config: TransformerConfig, qkv_bias: bool = True):
+        super().__init__()
+        # HF's registration order, so state dicts list their keys alike
+        self.attention = PreNormAttention(config, qkv_bias)
+        self.intermediate = Intermediate(config)
+        self.output = ProjectionOutput(config, config.intermediate_size)
+        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden: Tensor, mask: Tensor | None) -> Tensor:
+        hidden = self.attention(self.layernorm_before(hidden), mask) + hidden
+        return self.output(self.intermediate(self.layernorm_after(hidden))) + hidden
+
+
+class PreNormEncoder(nn.Module):
+    """A stack of ``depth`` pre-norm (ViT) blocks under the key ``layer.N``; the final
+    LayerNorm belongs to the model (HF's ``layernorm``, timm's ``norm``)."""
+
+    def __init__(self, config: TransformerConfig, depth: int, qkv_bias: bool = True):
+        super().__init__()
+        self.layer = build_stack(lambda: PreNormLayer(config, qkv_bias), depth)
+
+    def forward(self, hidden: Tensor, mask: Tensor | None) -> Tensor:
+        """(B, L, H) states and a (B, 1, 1, L) additive mask -> (B, L, H) states."""
+        for layer in self.layer:
+            hidden = layer(hidden, mask)
+        return hidden

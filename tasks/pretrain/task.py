@@ -241,6 +241,7 @@ class PretrainTask(Task):
 
     # -- model -----------------------------------------------------------------------------
     def build_model(self, backbone: nn.Module, spec: ModelSpec) -> nn.Module:
+        spec.require(type(self).requires, "task 'pretrain'")  # its batches hold region features
         for objective in self.objectives:
             if set(objective.requires) - spec.provides:
                 spec.require(objective.requires, f"pre-training objective '{objective.name}' "
@@ -249,7 +250,8 @@ class PretrainTask(Task):
             raise ConfigError(f"model family {spec.family} has no pre-training heads; "
                               "fine-tune it from scratch instead")
         decoders = [d for o in self.objectives for d in o.decoders()]
-        self.label_space = (backbone.config.num_object_labels, backbone.config.num_attr_labels)
+        if "mask_obj" in (o.name for o in self.objectives):  # label heads exist only then
+            self.label_space = (backbone.config.num_object_labels, backbone.config.num_attr_labels)
         heads = spec.pretraining_heads(backbone.config, backbone, decoders,
                                        len(self.answers) if self.needs_qa else 0)
         return PretrainModel(backbone, {"pretraining": heads})
