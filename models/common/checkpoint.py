@@ -7,7 +7,8 @@ or ``pytorch_model.bin``, sharded or not, pickles only through the safe loader),
 :class:`LoadedCheckpoint` that rebuilds the backbone and heads without random initialisation,
 and, through a family's :class:`CheckpointFamily`, the steps every family takes alike: the
 outline of a load, the shared heads, reading and writing vlbench's own layout and writing an
-HF directory.
+HF directory. Families that read only HF and vlbench directories also share telling the two
+apart (:func:`detect_hf_or_native`) and sorting HF keys (:func:`split_hf_state`).
 """
 
 from __future__ import annotations
@@ -366,6 +367,69 @@ def compare_state(
                 f"{tuple(own[key].shape)} in the model; the config does not match the weights"
             )
     return [k for k in own if k not in state], [k for k in state if k not in own]
+
+
+def detect_hf_or_native(path: str | Path, family: str, model_type: str, name: str,
+                        understood: str) -> str:
+    """Which layout the directory ``path`` (or a config / weights file in it) holds: "hf"
+    (an HF config.json of ``model_type``) or "vlbench" (a checkpoint of ``family``);
+    CheckpointError, naming the family as ``name`` and what is ``understood``, if neither."""
+    p = Path(path)
+    if p.is_file() and (p.name == CONFIG_FILE or p.name in HF_WEIGHT_FILES):
+        p = p.parent
+    config_path = p / CONFIG_FILE
+    if not p.is_dir() or not config_path.is_file():
+        raise CheckpointError(f"{p}: no {CONFIG_FILE} in this directory; {understood}")
+    meta = read_json(config_path)
+    if isinstance(meta, dict) and "model" in meta and "config" in meta:
+        found = read_checkpoint(p).family
+        if found != family:
+            raise CheckpointError(f"{p}: a {found} checkpoint, not {name}")
+        return "vlbench"
+    if isinstance(meta, dict) and meta.get("model_type") == model_type:
+        return "hf"
+    raise CheckpointError(f"{config_path}: not a {name} config; {understood}")
+
+
+def hf_architecture(hf_config: Mapping[str, Any]) -> str | None:
+    """The first of an HF config's ``architectures``, or None when it names none."""
+    architectures = hf_config.get("architectures") or []
+    return architectures[0] if architectures else None
+
+
+def split_hf_state(state: Mapping[str, Tensor], report: LoadReport, *, name: str, prefix: str,
+                   backbone_roots: tuple[str, ...], derived: tuple[str, ...],
+                   groups: Mapping[str, Callable[[str], bool]], understood: str
+                   ) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
+    """Sort an HF state dict's keys into the backbone (``prefix`` dropped) and ``groups``.
+
+    Keys are read without DataParallel's ``module.`` and with old LayerNorm names; a key in
+    ``derived`` (a rebuilt buffer) is skipped; a key under ``backbone_roots`` is the
+    backbone's; any other goes to the first group whose test takes it, or is reported as
+    unexpected. CheckpointError, naming the family as ``name``, if no backbone key is found.
+    """
+    backbone: dict[str, Tensor] = {}
+    sorted_keys: dict[str, dict[str, Tensor]] = {group: {} for group in groups}
+    for raw_key, value in state.items():
+        key = rename_layer_norm(raw_key.removeprefix("module."))
+        if key.startswith(prefix) and key.removeprefix(prefix).startswith(backbone_roots):
+            key = key.removeprefix(prefix)
+        if key in derived:
+            continue
+        if key.startswith(backbone_roots):
+            backbone[key] = value
+            continue
+        group = next((g for g, takes in groups.items() if takes(key)), None)
+        if group is None:
+            report.unexpected.append(raw_key)
+        else:
+            sorted_keys[group][key] = value
+    if not backbone:
+        raise CheckpointError(
+            f"{report.source}: no {name} backbone weights found (first keys: "
+            f"{preview(list(state))}); {understood}"
+        )
+    return backbone, sorted_keys
 
 
 def read_json(path: Path, understood: str = "") -> Any:

@@ -4,7 +4,8 @@ errors naming the key.
 A family writes a ``@dataclass`` of its hyper-parameters (fields of type ``str``, ``int``,
 ``float`` or ``bool`` only) that inherits :class:`PresetConfig`, sets ``FAMILY`` (the name used
 in messages) and ``PRESETS`` (preset name -> field values), and adds its own value checks in
-``validate`` after calling ``check_types``.
+``validate`` after calling ``check_types``. The preset widths the families share and their
+common synthetic-world recipe live here too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,22 @@ import difflib
 from typing import Any, ClassVar, Self
 
 from vlbench.errors import ConfigError
+
+#: BERT-base's widths, the published size of every family (hidden 768, 12 heads of 64)
+BERT_BASE_WIDTHS: dict[str, Any] = {"hidden_size": 768, "num_attention_heads": 12,
+                                    "intermediate_size": 3072}
+#: the CPU-sized width every family's tiny preset shares, so their sizes compare: hidden 192
+#: learns to bind words to regions from scratch within a few epochs where 64-128 lag far behind
+TINY_WIDTHS: dict[str, Any] = {"hidden_size": 192, "num_attention_heads": 6,
+                               "intermediate_size": 768}
+
+#: every family's part of the CPU-sized recipe on synthetic worlds: learning from scratch on
+#: ~10k questions wants the tiny preset and no dropout
+SYNTHETIC_OVERRIDES: dict[str, Any] = {
+    "model.preset": "tiny",
+    "model.hidden_dropout_prob": 0.0,
+    "model.attention_probs_dropout_prob": 0.0,
+}
 
 _TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float),
                                               "bool": bool}
@@ -51,6 +68,18 @@ class PresetConfig:
         for name in names:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model config key '{name}' must be > 0, got {getattr(self, name)}")
+
+    def check_layers(self, name: str = "num_hidden_layers") -> None:
+        """ConfigError if the layer count ``name`` is negative (0 layers is allowed)."""
+        if getattr(self, name) < 0:
+            raise ConfigError(f"model config key '{name}' must be >= 0, got {getattr(self, name)}")
+
+    def check_pad_token(self) -> None:
+        """ConfigError unless ``pad_token_id`` is a row of the word table."""
+        pad, vocab = self.pad_token_id, self.vocab_size  # type: ignore[attr-defined]
+        if not 0 <= pad < vocab:
+            raise ConfigError(f"model config key 'pad_token_id' must be in [0, vocab_size "
+                              f"{vocab}), got {pad}")
 
     def check_probabilities(self, *names: str) -> None:
         """ConfigError naming the first of ``names`` (dropout rates) outside [0, 1)."""

@@ -177,6 +177,45 @@ class Pooler(nn.Module):
         return self.activation(self.dense(hidden[:, 0]))
 
 
+class TextEmbeddingConfig(TransformerConfig, Protocol):
+    """The fields :class:`BertTextEmbeddings` reads besides the transformer's."""
+
+    vocab_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    pad_token_id: int
+
+
+class BertTextEmbeddings(nn.Module):
+    """BERT's text embeddings as HF lays them out: word + segment + position, LayerNorm,
+    dropout (keys ``word_embeddings``, ``token_type_embeddings``, ``position_embeddings``,
+    ``LayerNorm``). Only the word table has a padding row (``pad_token_id``), as in HF."""
+
+    def __init__(self, config: TextEmbeddingConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def text_sum(self, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
+        """(B, T) ids -> (B, T, H) summed embeddings, before LayerNorm (segment 0 when
+        ``token_type_ids`` is None)."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        if token_type_ids is None:
+            segments = self.token_type_embeddings.weight[0]
+        else:
+            segments = self.token_type_embeddings(token_type_ids)
+        # HF's order of the sums, so fp32 results agree to the last bits
+        return self.word_embeddings(input_ids) + segments + self.position_embeddings(positions)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
+        """(B, T) ids -> (B, T, H)."""
+        return self.dropout(self.LayerNorm(self.text_sum(input_ids, token_type_ids)))
+
+
 class ProjectionOutput(nn.Module):
     """``dropout(dense(x))``: closes a pre-norm block's attention or feed-forward branch (the
     layer adds the residual, and no LayerNorm follows)."""

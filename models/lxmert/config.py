@@ -9,16 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vlbench.errors import ConfigError
-
-from ..common.config import PresetConfig
+from ..common.config import BERT_BASE_WIDTHS, TINY_WIDTHS, PresetConfig
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Published LXMERT (Tan & Bansal 2019): BERT-base widths, 9/5/5 encoders.
     "base": {
-        "hidden_size": 768,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
+        **BERT_BASE_WIDTHS,
         "l_layers": 9,
         "r_layers": 5,
         "x_layers": 5,
@@ -28,9 +24,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cores. Width matters more than depth for learning to bind words to regions from
     # scratch: hidden 192 learns it within a few epochs where hidden 64-128 lag far behind.
     "tiny": {
-        "hidden_size": 192,
-        "num_attention_heads": 6,
-        "intermediate_size": 768,
+        **TINY_WIDTHS,
         "l_layers": 2,
         "r_layers": 1,
         "x_layers": 1,
@@ -74,8 +68,7 @@ class LxmertConfig(PresetConfig):
                             "max_position_embeddings", "type_vocab_size", "num_qa_labels",
                             "num_object_labels", "num_attr_labels")
         for name in ("l_layers", "r_layers", "x_layers"):  # an empty encoder is allowed
-            if getattr(self, name) < 0:
-                raise ConfigError(f"model config key '{name}' must be >= 0, got {getattr(self, name)}")
+            self.check_layers(name)
         self.check_heads_divide_hidden()
         self.check_probabilities("hidden_dropout_prob", "attention_probs_dropout_prob")
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from vlbench.engine.backbone import DataFacts, ModelSpec, register_family
 
+from ..common.config import SYNTHETIC_OVERRIDES
 from ..common.fit import fit_regions_and_vocab
 from .config import LxmertConfig
 from .heads import LxmertPretrainingHeads
@@ -16,15 +17,6 @@ from .modeling import LxmertModel
 ARCHITECTURE_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size", "l_layers",
                      "r_layers", "x_layers", "visual_pos_dim", "max_position_embeddings",
                      "type_vocab_size")
-
-#: the family's part of the CPU-sized recipe on synthetic worlds: learning from scratch on
-#: ~10k questions wants the tiny preset and no dropout
-SYNTHETIC_OVERRIDES = {
-    "model.preset": "tiny",
-    "model.hidden_dropout_prob": 0.0,
-    "model.attention_probs_dropout_prob": 0.0,
-}
-
 
 def fit_to_data(config: LxmertConfig, facts: DataFacts, explicit: Mapping[str, Any]) -> None:
     """Size the region projection (``visual_feat_dim``) to the features and the word table

@@ -11,15 +11,13 @@ from typing import Any
 
 from vlbench.errors import ConfigError
 
-from ..common.config import PresetConfig
+from ..common.config import BERT_BASE_WIDTHS, TINY_WIDTHS, PresetConfig
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Published ViLT-B/32 (Kim et al. 2021): a ViT-B/32 trunk over 384-px images, BERT's
     # WordPiece vocabulary, 40 text positions (HF ViltConfig's defaults).
     "base": {
-        "hidden_size": 768,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
+        **BERT_BASE_WIDTHS,
         "num_hidden_layers": 12,
         "image_size": 384,
         "patch_size": 32,
@@ -29,9 +27,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # LXMERT tiny's 2.72M (1000 words, 64-d regions); 16-px patches (an 8x8 grid, --set
     # model.patch_size=16) give 2.18M.
     "tiny": {
-        "hidden_size": 192,
-        "num_attention_heads": 6,
-        "intermediate_size": 768,
+        **TINY_WIDTHS,
         "num_hidden_layers": 4,
         "image_size": 128,
         "patch_size": 32,
@@ -86,9 +82,7 @@ class ViltConfig(PresetConfig):
                             "max_position_embeddings", "hidden_size", "num_attention_heads",
                             "intermediate_size", "image_size", "patch_size", "num_channels",
                             "num_qa_labels")
-        if self.num_hidden_layers < 0:
-            raise ConfigError(
-                f"model config key 'num_hidden_layers' must be >= 0, got {self.num_hidden_layers}")
+        self.check_layers()
         self.check_heads_divide_hidden()
         self.check_probabilities("hidden_dropout_prob", "attention_probs_dropout_prob")
         if self.hidden_act != "gelu":
@@ -108,9 +102,7 @@ class ViltConfig(PresetConfig):
             raise ConfigError(
                 f"model config: num_images {self.num_images} needs modality_type_vocab_size >= "
                 f"{self.images_per_example + 1}, got {self.modality_type_vocab_size}")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ConfigError(f"model config key 'pad_token_id' must be in [0, vocab_size "
-                              f"{self.vocab_size}), got {self.pad_token_id}")
+        self.check_pad_token()
 
     @property
     def images_per_example(self) -> int:

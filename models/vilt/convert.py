@@ -22,21 +22,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vlbench.engine.layout import read_checkpoint
 from vlbench.errors import CheckpointError
 
 from ..common.checkpoint import (
     CONFIG_FILE,
-    HF_WEIGHT_FILES,
     CheckpointFamily,
     LoadedCheckpoint,
     LoadReport,
     Reader,
     answers_from_hf,
+    detect_hf_or_native,
+    hf_architecture,
     preview,
     read_hf_weights,
     read_json,
-    rename_layer_norm,
+    split_hf_state,
     stored_rows,
 )
 from .config import ViltConfig
@@ -77,21 +77,7 @@ _DERIVED = ("embeddings.text_embeddings.position_ids", "embeddings.text_embeddin
 def detect_format(path: str | Path) -> str:
     """Which layout ``path`` holds: "hf" or "vlbench" (CheckpointError if neither, or if it
     is another family's checkpoint)."""
-    p = Path(path)
-    if p.is_file() and (p.name == CONFIG_FILE or p.name in HF_WEIGHT_FILES):
-        p = p.parent
-    config_path = p / CONFIG_FILE
-    if not p.is_dir() or not config_path.is_file():
-        raise CheckpointError(f"{p}: no {CONFIG_FILE} in this directory; {UNDERSTOOD}")
-    meta = read_json(config_path)
-    if isinstance(meta, dict) and "model" in meta and "config" in meta:
-        family = read_checkpoint(p).family
-        if family != FAMILY:
-            raise CheckpointError(f"{p}: a {family} checkpoint, not ViLT")
-        return "vlbench"
-    if isinstance(meta, dict) and meta.get("model_type") == MODEL_TYPE:
-        return "hf"
-    raise CheckpointError(f"{config_path}: not a ViLT config; {UNDERSTOOD}")
+    return detect_hf_or_native(path, FAMILY, MODEL_TYPE, "ViLT", UNDERSTOOD)
 
 
 def load_checkpoint(path: str | Path, fmt: str = "auto", *,
@@ -121,9 +107,7 @@ def _from_hf(state: Mapping[str, Tensor], hf_config: Mapping[str, Any],
              source: str) -> LoadedCheckpoint:
     config = config_from_hf(dict(hf_config), source)
     report = LoadReport(source, "hf")
-    architectures = hf_config.get("architectures") or []
-    architecture = architectures[0] if architectures else None
-    backbone, heads = _split(state, report, architecture, config)
+    backbone, heads = _split(state, report, hf_architecture(hf_config), config)
     answers = answers_from_hf(hf_config)
     if "nlvr2" in heads:  # NLVR2's two classes are not an answer table
         heads["nlvr2"] = _nlvr2_in_vlbench_order(heads["nlvr2"], answers, report)
@@ -134,31 +118,13 @@ def _from_hf(state: Mapping[str, Tensor], hf_config: Mapping[str, Any],
 def _split(state: Mapping[str, Tensor], report: LoadReport, architecture: str | None,
            config: ViltConfig) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
     """Sort HF keys into backbone / masked-LM / classifier states."""
-    backbone: dict[str, Tensor] = {}
-    mlm: dict[str, Tensor] = {}
-    classifier: dict[str, Tensor] = {}
-    tied: dict[str, Tensor] = {}
-    for raw_key, value in state.items():
-        key = rename_layer_norm(raw_key.removeprefix("module."))
-        if key.startswith(HF_PREFIX) and key.removeprefix(HF_PREFIX).startswith(_BACKBONE_ROOTS):
-            key = key.removeprefix(HF_PREFIX)
-        if key in _DERIVED:
-            continue
-        if key.startswith(_BACKBONE_ROOTS):
-            backbone[key] = value
-        elif key in (_TIED_DECODER, _OLD_MLM_BIAS):
-            tied[key] = value
-        elif key.startswith(_MLM_ROOT):
-            mlm[key] = value
-        elif key.startswith(_CLASSIFIER_ROOT):
-            classifier[key] = value
-        else:
-            report.unexpected.append(raw_key)
-    if not backbone:
-        raise CheckpointError(
-            f"{report.source}: no ViLT backbone weights found (first keys: "
-            f"{preview(list(state))}); {UNDERSTOOD}"
-        )
+    backbone, groups = split_hf_state(
+        state, report, name="ViLT", prefix=HF_PREFIX, backbone_roots=_BACKBONE_ROOTS,
+        derived=_DERIVED, understood=UNDERSTOOD,
+        groups={"tied": lambda k: k in (_TIED_DECODER, _OLD_MLM_BIAS),
+                "mlm": lambda k: k.startswith(_MLM_ROOT),
+                "classifier": lambda k: k.startswith(_CLASSIFIER_ROOT)})
+    tied, mlm, classifier = groups["tied"], groups["mlm"], groups["classifier"]
     _read_tied(tied, mlm, backbone.get("embeddings.text_embeddings.word_embeddings.weight"),
                report)
     heads: dict[str, dict[str, Tensor]] = {}

@@ -5,8 +5,9 @@ One pre-norm transformer reads a single sequence: BERT text embeddings of ``[CLS
 plus patch position embeddings), each part given its modality-type embedding (0 text, 1
 image). Module and parameter names are those of HF transformers' ``ViltModel``
 (``embeddings.patch_embeddings.projection``, ``encoder.layer.N.attention.attention.query``,
-``layernorm``, ``pooler.dense``, ...), so its checkpoints load key for key. The encoder layers
-(ViT blocks) and the pooler are shared parts (``models/common/layers.py``).
+``layernorm``, ``pooler.dense``, ...), so its checkpoints load key for key. The text
+embeddings (BERT's), the encoder layers (ViT blocks) and the pooler are shared parts
+(``models/common/layers.py``).
 """
 
 from __future__ import annotations
@@ -19,37 +20,19 @@ from vlbench.engine.backbone import BackboneOutput
 
 from ..common.checkpoint import LoadReport
 from ..common.init import init_bert_weights
-from ..common.layers import Pooler, PreNormEncoder, additive_attention_mask, compute_dtype
+from ..common.layers import (
+    BertTextEmbeddings,
+    Pooler,
+    PreNormEncoder,
+    additive_attention_mask,
+    compute_dtype,
+)
 from .config import ViltConfig
 from .timm_vit import init_from_config
 
 #: modality-type ids: text, and the first image (a second image of an example takes 2)
 TEXT_MODALITY = 0
 IMAGE_MODALITY = 1
-
-
-class TextEmbeddings(nn.Module):
-    """BERT's text embeddings: word + segment + position, LayerNorm, dropout."""
-
-    def __init__(self, config: ViltConfig):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
-                                            padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
-        """(B, T) ids -> (B, T, H)."""
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        if token_type_ids is None:
-            segments = self.token_type_embeddings.weight[0]
-        else:
-            segments = self.token_type_embeddings(token_type_ids)
-        # HF's order of the sums, so fp32 results agree to the last bits
-        text = self.word_embeddings(input_ids) + segments + self.position_embeddings(positions)
-        return self.dropout(self.LayerNorm(text))
 
 
 class ViltPatchEmbeddings(nn.Module):
@@ -106,7 +89,7 @@ class ViltEmbeddings(nn.Module):
     def __init__(self, config: ViltConfig):
         super().__init__()
         self.config = config
-        self.text_embeddings = TextEmbeddings(config)
+        self.text_embeddings = BertTextEmbeddings(config)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.patch_embeddings = ViltPatchEmbeddings(config)
         self.position_embeddings = nn.Parameter(

@@ -18,6 +18,7 @@ from vlbench.engine.backbone import (
 )
 from vlbench.errors import ConfigError
 
+from ..common.config import SYNTHETIC_OVERRIDES
 from ..common.fit import fit_vocab
 from .config import ViltConfig
 from .heads import ViltPretrainingHeads, build_nlvr2_head, build_qa_head
@@ -28,14 +29,6 @@ ARCHITECTURE_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size",
                      "num_hidden_layers", "max_position_embeddings", "type_vocab_size",
                      "modality_type_vocab_size", "image_size", "patch_size", "num_channels",
                      "qkv_bias")
-
-#: the family's part of the CPU-sized recipe on synthetic worlds: the tiny preset and no
-#: dropout (as LXMERT's and VisualBERT's)
-SYNTHETIC_OVERRIDES = {
-    "model.preset": "tiny",
-    "model.hidden_dropout_prob": 0.0,
-    "model.attention_probs_dropout_prob": 0.0,
-}
 
 #: ViLT reads pixels and has patch states, not region states
 PROVIDES = frozenset({LANGUAGE_STATES, CROSS_MODAL_POOLED, PIXEL_INPUTS})

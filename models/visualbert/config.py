@@ -11,14 +11,12 @@ from typing import Any
 
 from vlbench.errors import ConfigError
 
-from ..common.config import PresetConfig
+from ..common.config import BERT_BASE_WIDTHS, TINY_WIDTHS, PresetConfig
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Published VisualBERT (Li et al. 2019): BERT-base, 2048-d Faster R-CNN region features.
     "base": {
-        "hidden_size": 768,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
+        **BERT_BASE_WIDTHS,
         "num_hidden_layers": 12,
         "visual_embedding_dim": 2048,
     },
@@ -27,9 +25,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # layers' worth, and 5 layers come within 2% of its parameter count on the synthetic
     # world (2.66M vs 2.72M at 1000 words and 64-d regions; 4 layers would be 18% smaller).
     "tiny": {
-        "hidden_size": 192,
-        "num_attention_heads": 6,
-        "intermediate_size": 768,
+        **TINY_WIDTHS,
         "num_hidden_layers": 5,
     },
 }
@@ -79,9 +75,7 @@ class VisualBertConfig(PresetConfig):
                             "intermediate_size", "max_position_embeddings", "type_vocab_size",
                             "visual_embedding_dim", "visual_pos_dim", "num_object_labels",
                             "num_attr_labels", "num_qa_labels")
-        if self.num_hidden_layers < 0:
-            raise ConfigError(
-                f"model config key 'num_hidden_layers' must be >= 0, got {self.num_hidden_layers}")
+        self.check_layers()
         self.check_heads_divide_hidden()
         self.check_probabilities("hidden_dropout_prob", "attention_probs_dropout_prob")
         if self.type_vocab_size < 2:
@@ -89,9 +83,7 @@ class VisualBertConfig(PresetConfig):
             raise ConfigError(
                 f"model config key 'type_vocab_size' must be >= 2 for VisualBERT, got "
                 f"{self.type_vocab_size}")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ConfigError(f"model config key 'pad_token_id' must be in [0, vocab_size "
-                              f"{self.vocab_size}), got {self.pad_token_id}")
+        self.check_pad_token()
         if self.bypass_transformer:
             raise ConfigError("model config key 'bypass_transformer' must be false: vlbench's "
                               "VisualBERT runs every layer over words and regions together")

@@ -21,21 +21,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vlbench.engine.layout import read_checkpoint
 from vlbench.errors import CheckpointError
 
 from ..common.checkpoint import (
     CONFIG_FILE,
-    HF_WEIGHT_FILES,
     CheckpointFamily,
     LoadedCheckpoint,
     LoadReport,
     Reader,
     answers_from_hf,
+    detect_hf_or_native,
+    hf_architecture,
     preview,
     read_hf_weights,
     read_json,
-    rename_layer_norm,
+    split_hf_state,
     stored_rows,
 )
 from .config import VisualBertConfig
@@ -68,21 +68,7 @@ _DERIVED = ("embeddings.position_ids",)  # a buffer older HF versions saved; reb
 def detect_format(path: str | Path) -> str:
     """Which layout ``path`` holds: "hf" or "vlbench" (CheckpointError if neither, or if it
     is another family's checkpoint)."""
-    p = Path(path)
-    if p.is_file() and (p.name == CONFIG_FILE or p.name in HF_WEIGHT_FILES):
-        p = p.parent
-    config_path = p / CONFIG_FILE
-    if not p.is_dir() or not config_path.is_file():
-        raise CheckpointError(f"{p}: no {CONFIG_FILE} in this directory; {UNDERSTOOD}")
-    meta = read_json(config_path)
-    if isinstance(meta, dict) and "model" in meta and "config" in meta:
-        family = read_checkpoint(p).family
-        if family != FAMILY:
-            raise CheckpointError(f"{p}: a {family} checkpoint, not VisualBERT")
-        return "vlbench"
-    if isinstance(meta, dict) and meta.get("model_type") == MODEL_TYPE:
-        return "hf"
-    raise CheckpointError(f"{config_path}: not a VisualBERT config; {UNDERSTOOD}")
+    return detect_hf_or_native(path, FAMILY, MODEL_TYPE, "VisualBERT", UNDERSTOOD)
 
 
 def load_checkpoint(path: str | Path, fmt: str = "auto", *,
@@ -112,9 +98,7 @@ def _from_hf(state: Mapping[str, Tensor], hf_config: Mapping[str, Any],
              source: str) -> LoadedCheckpoint:
     config = config_from_hf(dict(hf_config), source)
     report = LoadReport(source, "hf")
-    architectures = hf_config.get("architectures") or []
-    architecture = architectures[0] if architectures else None
-    backbone, heads = _split(state, report, architecture)
+    backbone, heads = _split(state, report, hf_architecture(hf_config))
     return LoadedCheckpoint(CHECKPOINTS, FAMILY, config, backbone, heads,
                             answers_from_hf(hf_config), report)
 
@@ -122,31 +106,13 @@ def _from_hf(state: Mapping[str, Tensor], hf_config: Mapping[str, Any],
 def _split(state: Mapping[str, Tensor], report: LoadReport, architecture: str | None
            ) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
     """Sort HF keys into backbone / pre-training / QA states."""
-    backbone: dict[str, Tensor] = {}
-    pretrain: dict[str, Tensor] = {}
-    classifier: dict[str, Tensor] = {}
-    tied: dict[str, Tensor] = {}
-    for raw_key, value in state.items():
-        key = rename_layer_norm(raw_key.removeprefix("module."))
-        if key.startswith(HF_PREFIX) and key.removeprefix(HF_PREFIX).startswith(_BACKBONE_ROOTS):
-            key = key.removeprefix(HF_PREFIX)
-        if key in _DERIVED:
-            continue
-        if key.startswith(_BACKBONE_ROOTS):
-            backbone[key] = value
-        elif key in (_TIED_DECODER, _TIED_DECODER_BIAS):
-            tied[key] = value
-        elif key.startswith(_PRETRAIN_ROOTS):
-            pretrain[key] = value
-        elif key in _QA_KEYS:
-            classifier[key] = value
-        else:
-            report.unexpected.append(raw_key)
-    if not backbone:
-        raise CheckpointError(
-            f"{report.source}: no VisualBERT backbone weights found (first keys: "
-            f"{preview(list(state))}); {UNDERSTOOD}"
-        )
+    backbone, groups = split_hf_state(
+        state, report, name="VisualBERT", prefix=HF_PREFIX, backbone_roots=_BACKBONE_ROOTS,
+        derived=_DERIVED, understood=UNDERSTOOD,
+        groups={"tied": lambda k: k in (_TIED_DECODER, _TIED_DECODER_BIAS),
+                "pretrain": lambda k: k.startswith(_PRETRAIN_ROOTS),
+                "classifier": lambda k: k in _QA_KEYS})
+    tied, pretrain, classifier = groups["tied"], groups["pretrain"], groups["classifier"]
     _note_untied(tied, backbone.get("embeddings.word_embeddings.weight"),
                  pretrain.get("cls.predictions.bias"), report)
     heads: dict[str, dict[str, Tensor]] = {}

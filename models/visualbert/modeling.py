@@ -4,8 +4,8 @@ One BERT encoder reads a single sequence: ``[CLS] words [SEP]`` followed by the 
 features, each projected to the hidden size and given VisualBERT's own token-type and position
 embeddings. Module and parameter names are those of HF transformers' ``VisualBertModel``
 (``embeddings.visual_projection``, ``encoder.layer.N.attention.self.query``, ``pooler.dense``,
-...), so its checkpoints load key for key. The encoder layers and the pooler are the BERT parts
-every family shares (``models/common/layers.py``).
+...), so its checkpoints load key for key. The text embeddings, the encoder layers and the pooler
+are shared BERT parts (``models/common/layers.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from torch import Tensor, nn
 from vlbench.engine.backbone import BackboneOutput
 
 from ..common.init import init_bert_weights
-from ..common.layers import BertEncoder, Pooler, additive_attention_mask, compute_dtype
+from ..common.layers import (
+    BertEncoder,
+    BertTextEmbeddings,
+    Pooler,
+    additive_attention_mask,
+    compute_dtype,
+)
 from ..common.linear import Linear
 from .config import VisualBertConfig
 
@@ -26,20 +32,14 @@ VISUAL_TOKEN_TYPE = 1
 VISUAL_POSITION = 0
 
 
-class VisualBertEmbeddings(nn.Module):
+class VisualBertEmbeddings(BertTextEmbeddings):
     """Text embeddings (word + position + token type) followed by region embeddings
     (projected feature + visual position + visual token type), one LayerNorm and dropout over
     the joint sequence."""
 
     def __init__(self, config: VisualBertConfig):
-        super().__init__()
         # Unlike LXMERT, only the word table has a padding row (HF's layout).
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
-                                            padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        super().__init__(config)
         self.visual_token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.visual_position_embeddings = nn.Embedding(config.max_position_embeddings,
                                                        config.hidden_size)
@@ -48,16 +48,11 @@ class VisualBertEmbeddings(nn.Module):
             Linear(config.visual_pos_dim, config.hidden_size) if config.use_boxes else None
         )
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None, visual_feats: Tensor,
+    def forward(  # type: ignore[override]  # the text part plus the regions
+        self, input_ids: Tensor, token_type_ids: Tensor | None, visual_feats: Tensor,
                 visual_pos: Tensor | None) -> Tensor:
         """(B, T) ids and (B, R, D) regions -> (B, T + R, H) embedded sequence."""
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        if token_type_ids is None:
-            segments = self.token_type_embeddings.weight[0]
-        else:
-            segments = self.token_type_embeddings(token_type_ids)
-        # HF's order of the sums, so fp32 results agree to the last bits
-        text = self.word_embeddings(input_ids) + segments + self.position_embeddings(positions)
+        text = self.text_sum(input_ids, token_type_ids)
         # Every region gets visual segment 1 and visual position 0: HF's values for
         # visual_token_type_ids=None and image_text_alignment=None.
         regions = (self.visual_projection(visual_feats)

@@ -7,6 +7,7 @@ from typing import Any
 
 from vlbench.engine.backbone import DataFacts, ModelSpec, register_family
 
+from ..common.config import SYNTHETIC_OVERRIDES
 from ..common.fit import fit_regions_and_vocab
 from .config import VisualBertConfig
 from .heads import VisualBertPretrainingHeads, build_qa_head
@@ -16,15 +17,6 @@ from .modeling import VisualBertModel
 ARCHITECTURE_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size",
                      "num_hidden_layers", "max_position_embeddings", "type_vocab_size",
                      "use_boxes", "visual_pos_dim")
-
-#: the family's part of the CPU-sized recipe on synthetic worlds: learning from scratch on
-#: ~10k questions wants the tiny preset and no dropout (as LXMERT's)
-SYNTHETIC_OVERRIDES = {
-    "model.preset": "tiny",
-    "model.hidden_dropout_prob": 0.0,
-    "model.attention_probs_dropout_prob": 0.0,
-}
-
 
 def fit_to_data(config: VisualBertConfig, facts: DataFacts, explicit: Mapping[str, Any]) -> None:
     """Size the region projection (``visual_embedding_dim``) to the features and the word
