@@ -72,6 +72,20 @@ def ablate(
     finetune_set: list[str] = typer.Option([], "--set-finetune", help="Override for the fine-tuning runs, key=value (repeatable)."),
     publish: Path | None = typer.Option(
         None, "--publish", help="Also write the table as STEM.md/.csv/.json, e.g. leaderboards/ablation_gqa."),
+    launcher: str = typer.Option(
+        "local", "--launcher",
+        help="local: run the cells here; submitit: one SLURM job per cell (submitit's local executor where "
+             "there is no SLURM); submitit-local: always submitit's local executor."),
+    partition: str | None = typer.Option(None, "--partition", help="SLURM partition of the jobs (submitit)."),
+    gpus_per_job: int | None = typer.Option(None, "--gpus-per-job", help="GPUs per job (submitit)."),
+    cpus_per_job: int | None = typer.Option(None, "--cpus-per-job", help="CPUs per job (submitit)."),
+    timeout_min: int | None = typer.Option(
+        None, "--timeout-min",
+        help="Time limit of each job in minutes (submitit; default 240); a job that reaches it is requeued."),
+    slurm_folder: Path | None = typer.Option(
+        None, "--slurm-folder", help="Folder for submitit's job logs (default OUT/slurm)."),
+    collect: bool = typer.Option(
+        False, "--collect", help="Run nothing: tabulate the cells once their jobs have all finished."),
 ) -> None:
     """Run a pre-training ablation (pre-train, fine-tune each variant with the same seeds) and tabulate it.
 
@@ -91,7 +105,15 @@ def ablate(
                        train_limit, pretrain_epochs, split, pretrain_set, finetune_set)
     if publish is not None:
         command += " --publish " + shlex.quote(str(publish))
-    run_ablation(spec, out, command=command, publish=publish, console=console)
+    slurm = None
+    if launcher != "local":
+        from vlbench.engine.launch import SlurmOptions
+
+        slurm = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
+                             timeout_min=timeout_min, folder=slurm_folder)
+    # The command omits the launcher: the table is the same wherever its cells ran.
+    run_ablation(spec, out, command=command, publish=publish, console=console, launcher=launcher,
+                 slurm=slurm, collect=collect)
     print(out)
 
 

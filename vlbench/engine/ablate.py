@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -34,6 +34,9 @@ from vlbench.errors import CheckpointError, ConfigError
 from vlbench.registry import TASKS
 from vlbench.results.records import write_json_atomic, write_text_atomic
 from vlbench.results.stats import holm, t_interval
+
+if TYPE_CHECKING:
+    from vlbench.engine.launch import SlurmOptions
 
 PRETRAIN_TASK = "pretrain"
 CELL_FILE = "cell.json"
@@ -403,12 +406,18 @@ def write_outputs(summary: dict[str, Any], out: Path, stem: str = "ablation") ->
 
 
 def run_ablation(spec: AblationSpec, out: str | Path, *, command: str = "vlbench ablate",
-                 publish: str | Path | None = None, console: Console | None = None) -> dict[str, Any]:
+                 publish: str | Path | None = None, console: Console | None = None,
+                 launcher: str = "local", slurm: SlurmOptions | None = None, collect: bool = False) -> dict[str, Any]:
     """Expand, run (skipping finished cells) and tabulate; writes the table into ``out``.
 
     ``publish`` (a path stem such as ``leaderboards/ablation_gqa``) also writes the table as
     ``STEM.md``, ``STEM.csv`` and ``STEM.json``, without the per-run paths and this
     invocation's wall time, so that re-tabulating finished cells rewrites identical files.
+
+    ``launcher``: ``local`` runs the cells here, one after the other; ``submitit`` submits one
+    job per cell (SLURM when available) and ``submitit-local`` uses submitit's local executor;
+    both wait for the jobs (``slurm``: a :class:`vlbench.engine.launch.SlurmOptions`).
+    ``collect`` runs nothing: it tabulates cells that have all finished, and refuses otherwise.
     """
     console = console or Console(stderr=True)
     out = Path(out)
@@ -418,8 +427,19 @@ def run_ablation(spec: AblationSpec, out: str | Path, *, command: str = "vlbench
     console.print(f"Ablation: {len(spec.variants)} variants, {n_pre} pre-training and "
                   f"{len(cells) - n_pre} fine-tuning runs under {out / 'cells'}")
     start = time.perf_counter()
-    for cell in cells:
-        run_cell(cell, out / "cells", spec, console)
+    if collect:
+        _collect(cells, out / "cells")
+    elif launcher == "local":
+        for cell in cells:
+            run_cell(cell, out / "cells", spec, console)
+    else:
+        from vlbench.engine.launch import LAUNCHERS, SlurmOptions, make_executor, submit_cells
+
+        if launcher not in LAUNCHERS:
+            raise ConfigError(f"--launcher {launcher}: choose one of {', '.join(LAUNCHERS)}")
+        options = slurm or SlurmOptions()
+        executor = make_executor(options.folder or out / "slurm", LAUNCHERS[launcher], options)
+        submit_cells(cells, out / "cells", spec, executor, console)
     summary = summarize(spec, table, command, time.perf_counter() - start)
     summary["cells"] = [{"cell": c.dirname, "kind": c.kind, "seed": c.seed, "variants": c.variants,
                          "skipped": c.skipped, "run": str(c.run_dir.relative_to(out)) if c.run_dir else None}
@@ -434,3 +454,16 @@ def run_ablation(spec: AblationSpec, out: str | Path, *, command: str = "vlbench
     console.print(f"{len(cells) - skipped} run(s) executed, {skipped} skipped (finished); "
                   f"{summary['wall_seconds']:.0f} s; table in {', '.join(str(p) for p in paths)}")
     return summary
+
+
+def _collect(cells: list[Cell], cells_dir: Path) -> None:
+    """Point every cell at its finished run; refuse, naming them, if any has not finished."""
+    unfinished = []
+    for cell in cells:
+        done = _finished_run(cells_dir / cell.dirname)
+        if done is None:
+            unfinished.append(cell.dirname)
+        cell.run_dir, cell.skipped = done, True
+    if unfinished:
+        raise ConfigError(f"--collect: {len(unfinished)} of {len(cells)} cell(s) not finished under {cells_dir}: "
+                          f"{', '.join(unfinished)}; wait for their jobs or run the grid again")
