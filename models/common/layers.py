@@ -177,6 +177,25 @@ class Pooler(nn.Module):
         return self.activation(self.dense(hidden[:, 0]))
 
 
+class RegionPooler(nn.Module):
+    """``tanh(dense(mean of the real regions))``: a pooled state for models whose regions have
+    no [CLS] position (late fusion, the vision-only baseline)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, regions: Tensor, mask: Tensor | None) -> Tensor:
+        """(B, R, H) region states and a (B, R) 1/0 mask (None: all real) -> (B, H)."""
+        if mask is None:
+            mean = regions.mean(dim=1)
+        else:
+            weight = mask.to(regions.dtype).unsqueeze(-1)
+            mean = (regions * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
+        return self.activation(self.dense(mean))
+
+
 class TextEmbeddingConfig(TransformerConfig, Protocol):
     """The fields :class:`BertTextEmbeddings` reads besides the transformer's."""
 

@@ -6,10 +6,15 @@ Sizes are data: ``PRESETS`` maps a preset name to field values, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from vlbench.errors import ConfigError
+
 from ..common.config import BERT_BASE_WIDTHS, TINY_WIDTHS, PresetConfig
+
+#: how the cross-modality layers attend across modalities (see ``LxmertConfig.cross_attention``)
+CROSS_ATTENTION = ("shared", "per_direction")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Published LXMERT (Tan & Bansal 2019): BERT-base widths, 9/5/5 encoders.
@@ -47,6 +52,10 @@ class LxmertConfig(PresetConfig):
     l_layers: int = 9
     r_layers: int = 5
     x_layers: int = 5
+    #: "shared": one cross-attention serves both directions (LXMERT); "per_direction": one
+    #: for words attending to regions and one for regions attending to words (ViLBERT's
+    #: co-attention). Neutral: runs made before the switch existed used "shared".
+    cross_attention: str = field(default="shared", metadata={"neutral": True})
     visual_feat_dim: int = 2048
     visual_pos_dim: int = 4
     max_position_embeddings: int = 512
@@ -71,6 +80,9 @@ class LxmertConfig(PresetConfig):
             self.check_layers(name)
         self.check_heads_divide_hidden()
         self.check_probabilities("hidden_dropout_prob", "attention_probs_dropout_prob")
+        if self.cross_attention not in CROSS_ATTENTION:
+            raise ConfigError(f"model config key 'cross_attention' must be one of "
+                              f"{', '.join(CROSS_ATTENTION)}, got {self.cross_attention!r}")
 
     @property
     def head_dim(self) -> int:

@@ -247,6 +247,8 @@ def infer_config(
         "l_layers": depth("layer"),
         "r_layers": depth("r_layers"),
         "x_layers": depth("x_layers"),
+        "cross_attention": ("per_direction" if any(".lang_attention." in k for k in backbone)
+                            else "shared"),
     }
     for key in ("encoder.layer.0.intermediate.dense.weight",
                 "encoder.r_layers.0.intermediate.dense.weight",

@@ -42,6 +42,12 @@ def config_to_hf(
     answers: list[str] | None = None,
 ) -> dict[str, Any]:
     """HF ``config.json`` dict for exporting a backbone (+ heads) as ``ARCHITECTURES[kind]``."""
+    if config.cross_attention != "shared":
+        raise CheckpointError(
+            "cannot export to HF: its LXMERT shares one cross-attention between both "
+            f"directions, this model has cross_attention={config.cross_attention!r}; keep it "
+            "in vlbench's layout"
+        )
     if config.layer_norm_eps != HF_LAYER_NORM_EPS:
         raise CheckpointError(
             f"cannot export to HF: its LXMERT fixes layer_norm_eps at {HF_LAYER_NORM_EPS}, "

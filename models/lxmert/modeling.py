@@ -35,12 +35,19 @@ LxmertOutput = BackboneOutput
 
 
 class CrossModalityLayer(nn.Module):
-    """One cross-modality layer: a cross-attention module shared by both directions, then a
-    self-attention and a feed-forward block per modality."""
+    """One cross-modality layer: cross-attention, then a self-attention and a feed-forward
+    block per modality.
+
+    LXMERT shares one cross-attention module (``visual_attention``) between both directions;
+    with ``cross_attention="per_direction"`` regions attend to words through a second one
+    (``lang_attention``), as in ViLBERT's co-attention.
+    """
 
     def __init__(self, config: LxmertConfig):
         super().__init__()
         self.visual_attention = AttentionBlock(config, "att")
+        if config.cross_attention == "per_direction":
+            self.lang_attention = AttentionBlock(config, "att")
         self.lang_self_att = AttentionBlock(config, "self")
         self.visn_self_att = AttentionBlock(config, "self")
         self.lang_inter = Intermediate(config)
@@ -53,7 +60,7 @@ class CrossModalityLayer(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         # Both directions read the inputs of this layer (not each other's updated states).
         lang_x = self.visual_attention(lang, visn, visn_mask)
-        visn_x = self.visual_attention(visn, lang, lang_mask)
+        visn_x = getattr(self, "lang_attention", self.visual_attention)(visn, lang, lang_mask)
         lang_x = self.lang_self_att(lang_x, lang_x, lang_mask)
         visn_x = self.visn_self_att(visn_x, visn_x, visn_mask)
         lang_out = self.lang_output(self.lang_inter(lang_x), lang_x)

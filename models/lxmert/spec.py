@@ -15,7 +15,7 @@ from .modeling import LxmertModel
 
 #: config keys that fix tensor shapes (a fine-tune from a checkpoint adopts them)
 ARCHITECTURE_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size", "l_layers",
-                     "r_layers", "x_layers", "visual_pos_dim", "max_position_embeddings",
+                     "r_layers", "x_layers", "cross_attention", "visual_pos_dim", "max_position_embeddings",
                      "type_vocab_size")
 
 def fit_to_data(config: LxmertConfig, facts: DataFacts, explicit: Mapping[str, Any]) -> None:
@@ -45,5 +45,8 @@ SPEC = register_family(
         "lxmert": (None, "LXMERT (Tan & Bansal 2019), 9/5/5 encoders; tiny on synthetic worlds"),
         "lxmert_base": ("base", "LXMERT at the published size: hidden 768, 9/5/5 layers"),
         "lxmert_tiny": ("tiny", "LXMERT, CPU-sized: hidden 192, 2/1/1 layers"),
+        "lxmert_coattn": (None, "LXMERT with one cross-attention per direction (ViLBERT's "
+                                "co-attention) instead of one shared by both",
+                          {"cross_attention": "per_direction"}),
     },
 )

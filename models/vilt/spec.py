@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.engine.backbone import (
+    CROSS_ATTENTION,
     CROSS_MODAL_POOLED,
     LANGUAGE_STATES,
     PIXEL_INPUTS,
@@ -31,7 +32,7 @@ ARCHITECTURE_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size",
                      "qkv_bias")
 
 #: ViLT reads pixels and has patch states, not region states
-PROVIDES = frozenset({LANGUAGE_STATES, CROSS_MODAL_POOLED, PIXEL_INPUTS})
+PROVIDES = frozenset({LANGUAGE_STATES, CROSS_MODAL_POOLED, CROSS_ATTENTION, PIXEL_INPUTS})
 REFUSALS = {
     REGION_INPUTS: "it reads images (pixel_values), and this task feeds detector region "
                    "features; rendered images of the synthetic world are not available yet",

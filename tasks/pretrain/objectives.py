@@ -29,7 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlbench.engine.backbone import CROSS_MODAL_POOLED, LANGUAGE_STATES, REGION_STATES
+from vlbench.engine.backbone import (
+    CROSS_ATTENTION,
+    CROSS_MODAL_POOLED,
+    LANGUAGE_STATES,
+    REGION_STATES,
+)
 from vlbench.errors import ConfigError
 from vlbench.registry import OBJECTIVES, register_objective
 
@@ -242,7 +247,7 @@ class Matched(Objective):
     replaced by a sentence about another image (then they get no QA target)."""
 
     name = "matched"
-    requires = frozenset({CROSS_MODAL_POOLED})
+    requires = frozenset({CROSS_MODAL_POOLED, CROSS_ATTENTION})
     why = "it asks whether sentence and image match, which needs a state that has read both"
 
     def prepare_text(self, batch: dict[str, Any], ctx: MaskContext) -> None:

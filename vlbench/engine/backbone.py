@@ -28,10 +28,11 @@ from vlbench.registry import MODELS
 LANGUAGE_STATES = "language_states"  # per-token outputs a masked-LM head can read
 REGION_STATES = "region_states"  # per-region outputs a masked-object head can read
 CROSS_MODAL_POOLED = "cross_modal_pooled"  # a pooled state that has seen words and regions
+CROSS_ATTENTION = "cross_attention"  # words and regions attend to each other inside the encoder
 REGION_INPUTS = "region_inputs"  # reads region features and boxes (visual_feats/visual_pos)
 PIXEL_INPUTS = "pixel_inputs"  # reads images (pixel_values/pixel_mask), as ViLT
 #: what a region-feature backbone provides (a family's default)
-CAPABILITIES = (LANGUAGE_STATES, REGION_STATES, CROSS_MODAL_POOLED, REGION_INPUTS)
+CAPABILITIES = (LANGUAGE_STATES, REGION_STATES, CROSS_MODAL_POOLED, CROSS_ATTENTION, REGION_INPUTS)
 
 
 #: the keyword inputs of every backbone, as a batch dict holds them
@@ -149,26 +150,30 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model name: a family spec and, optionally, a preset pinned to it."""
+    """A registered model name: a family spec and, optionally, a preset and config values
+    pinned to it (``lxmert_coattn`` is LXMERT with ``cross_attention="per_direction"``)."""
 
     name: str
     spec: ModelSpec
     preset: str | None = None
     description: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def family(self) -> str:
         return self.spec.family
 
     def overrides(self, synthetic: bool) -> dict[str, Any]:
-        """This model's config layer: the family's synthetic recipe, then a pinned preset."""
+        """This model's config layer: the family's synthetic recipe, then a pinned preset,
+        then the pinned config values."""
         out = dict(self.spec.synthetic_overrides) if synthetic else {}
         if self.preset is not None:
             out["model.preset"] = self.preset
+        out.update({f"model.{k}": v for k, v in self.config.items()})
         return out
 
     def default_config(self) -> Any:
-        return self.spec.config(self.preset)
+        return self.spec.config(self.preset, **self.config)
 
     def parameter_count(self) -> int:
         """Parameters of the backbone at this preset (built on the meta device: no memory)."""
@@ -177,14 +182,21 @@ class ModelEntry:
         return sum(p.numel() for p in model.parameters())
 
 
-def register_family(spec: ModelSpec, names: Mapping[str, tuple[str | None, str]]) -> ModelSpec:
+#: a model name's registration: (pinned preset or None, one line) or, with pinned config
+#: values, (preset, one line, {"field": value})
+Registration = tuple[str | None, str] | tuple[str | None, str, Mapping[str, Any]]
+
+
+def register_family(spec: ModelSpec, names: Mapping[str, Registration]) -> ModelSpec:
     """Register ``spec`` under each model name: ``{"lxmert": (None, "..."), "lxmert_tiny":
-    ("tiny", "...")}`` maps a name to its pinned preset (None: the family default, tiny on
-    synthetic worlds) and a one-line description."""
-    for name, (preset, description) in names.items():
-        if preset is not None:
-            spec.config(preset)  # an unknown preset fails at import, not at training time
-        MODELS.register(name, ModelEntry(name, spec, preset, description), description=description)
+    ("tiny", "..."), "lxmert_coattn": (None, "...", {"cross_attention": "per_direction"})}``
+    maps a name to its pinned preset (None: the family default, tiny on synthetic worlds), a
+    one-line description and, optionally, config values pinned to the name."""
+    for name, (preset, description, *pinned) in names.items():
+        config = dict(pinned[0]) if pinned else {}
+        spec.config(preset, **config)  # an unknown preset or value fails at import, not later
+        MODELS.register(name, ModelEntry(name, spec, preset, description, config),
+                        description=description)
     return spec
 
 
