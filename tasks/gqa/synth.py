@@ -1,7 +1,8 @@
 """GQA's part of the synthetic world: scenes, balanced questions and the official GQA files.
 
 The files (``gqa/...``, listed in :mod:`vlbench.tasks.gqa.synth_writer`) go under the
-manifest key ``gqa``. The train and val scenes, with their questions as QA pairs, are
+manifest key ``gqa``; rendered images go where GQA's ``images.zip`` puts them,
+``gqa/images/{imageId}.png``. The train and val scenes, with their questions as QA pairs, are
 offered to the pre-training corpus of the same split.
 """
 
@@ -28,9 +29,13 @@ class GQAPartData(PartData):
     """The built GQA splits, seen through the world-part protocol."""
 
     data: GQAData
+    image_folder = "gqa/images"
 
     def scenes(self) -> list[Scene]:
         return [s for split in GQA_SPLITS for s in self.data.scenes[split]]
+
+    def image_files(self) -> dict[str, Scene]:
+        return {f"{s.image_id}.png": s for s in self.scenes()}
 
     def write(self, out_dir: Path) -> dict:
         return write_gqa(out_dir, self.data)

@@ -1,8 +1,10 @@
 """NLVR2's part of the synthetic world: statements over image pairs, in NLVR2's files.
 
 The files (``nlvr2/...``, listed in :mod:`vlbench.tasks.nlvr2.synth_writer`) go under the
-manifest key ``nlvr2``. Nothing is offered to the pre-training corpus (LXMERT pre-trains on
-COCO and Visual Genome images, never NLVR2's).
+manifest key ``nlvr2``; rendered images go in NLVR2's layout,
+``nlvr2/images/train/{directory}/{pair}-img{0,1}.png`` and ``nlvr2/images/{dev,test1}/...``.
+Nothing is offered to the pre-training corpus (LXMERT pre-trains on COCO and Visual Genome
+images, never NLVR2's).
 """
 
 from __future__ import annotations
@@ -22,9 +24,19 @@ class NLVR2PartData(PartData):
     """The built NLVR2 splits, seen through the world-part protocol."""
 
     data: NLVR2Data
+    image_folder = "nlvr2/images"
 
     def scenes(self) -> list[Scene]:
         return self.data.all_scenes()
+
+    def image_files(self) -> dict[str, Scene]:
+        out = {}
+        for split, examples in self.data.examples.items():
+            for e in examples:
+                folder = split if e.directory is None else f"{split}/{e.directory}"
+                for scene in (e.left, e.right):
+                    out[f"{folder}/{scene.image_id}.png"] = scene
+        return out
 
     def write(self, out_dir: Path) -> dict:
         return write_nlvr2(out_dir, self.data)

@@ -1,9 +1,10 @@
 """VQA v2's part of the synthetic world: COCO-style scenes, ten-answer questions, official files.
 
 The files (``vqa/...``, listed in :mod:`vlbench.tasks.vqa.synth_writer`) go under the
-manifest key ``vqa``. As in LXMERT, train2014 and nominival images (with their questions
-as QA pairs) are offered to the pre-training corpus's train split and the minival images,
-without their questions, to its val split.
+manifest key ``vqa``; rendered images go in COCO's layout,
+``vqa/images/{train2014,val2014}/COCO_{subtype}_{id:012d}.png``. As in LXMERT, train2014 and
+nominival images (with their questions as QA pairs) are offered to the pre-training corpus's
+train split and the minival images, without their questions, to its val split.
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ class VQAPartData(PartData):
     """The built VQA subtypes, seen through the world-part protocol."""
 
     data: VQAData
+    image_folder = "vqa/images"
 
     def scenes(self) -> list[Scene]:
         return self.data.all_scenes()
+
+    def image_files(self) -> dict[str, Scene]:
+        return {f"{subtype}/{s.image_id}.png": s for subtype in ("train2014", "val2014")
+                for s in self.data.scenes[subtype]}
 
     def write(self, out_dir: Path) -> dict:
         return write_vqa(out_dir, self.data)

@@ -1,4 +1,5 @@
-"""``vlbench data synth`` (a synthetic world in the official formats), ``vlbench data
+"""``vlbench data synth`` (a synthetic world in the official formats, its scenes drawn as
+images), ``vlbench data images`` (draw the images of a world written without them), ``vlbench data
 import-mmf`` (MMF's imdb and feature LMDB as LXMERT files) and ``vlbench data check`` (every
 reader and data check of a task over a directory, without training)."""
 
@@ -23,9 +24,10 @@ def synth(
     n_images: int | None = typer.Option(None, "--images", help="Number of images (default: CPU-sized)."),
     feat_dim: int | None = typer.Option(None, "--feat-dim", help="Region feature size (2048 like the real detector)."),
     max_boxes: int | None = typer.Option(None, "--max-boxes", help="Most regions per image (36 like LXMERT)."),
+    image_size: int = typer.Option(128, "--image-size", help="Longer side of the drawn images in pixels (0: no images; drawn when a run first reads pixels)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out, replacing its world."),
 ) -> None:
-    """Generate a synthetic world: LXMERT feature TSV, GQA/VQA/NLVR2 files, captions."""
+    """Generate a synthetic world: LXMERT feature TSV, GQA/VQA/NLVR2 files and images, captions."""
     from vlbench.data.synth.world import generate
     from vlbench.errors import DataError
 
@@ -35,11 +37,36 @@ def synth(
 
     kwargs = {k: v for k, v in {"n_images": n_images, "feat_dim": feat_dim, "max_boxes": max_boxes}.items()
               if v is not None}
-    manifest = generate(out, seed=seed, **kwargs)
+    manifest = generate(out, seed=seed, image_size=image_size or None, **kwargs)
+    drawn = f", drawn at {image_size} px" if manifest.images else ""
     Console(stderr=True).print(
-        f"Wrote a synthetic world (seed {seed}, {manifest.n_images} images, "
+        f"Wrote a synthetic world (seed {seed}, {manifest.n_images} images{drawn}, "
         f"{manifest.fingerprint[:19]}...) to {out} in {manifest.generation_seconds:.1f} s")
     print(out)  # stdout carries the directory alone, for scripts
+
+
+@app.command("images")
+def images(
+    data: str | None = typer.Option(None, "--data", help="A synthetic world's directory; omit for the embedded one."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Longer side in pixels (default: the world's, else 128); another size redraws them."),
+) -> None:
+    """Draw the scenes of a synthetic world as images, where it has none yet (or of another size)."""
+    from vlbench.data.source import resolve_data
+    from vlbench.data.synth.images import ensure_images
+    from vlbench.errors import DataError
+
+    console = Console(stderr=True)
+    say = lambda msg: console.print(msg, highlight=False, soft_wrap=True)  # noqa: E731
+    source = resolve_data(data, say=say)
+    if not source.synthetic:
+        raise DataError(f"--data {data}: not a synthetic world (no manifest.json); only generated "
+                        "worlds can be drawn")
+    manifest = ensure_images(source.root, size=image_size, say=say)
+    for part, entry in manifest.images.items():
+        console.print(f"  {part}: {entry['count']} images, {entry['size']} px, in "
+                      f"{source.root / entry['folder']} ({entry['fingerprint'][:19]}...)",
+                      highlight=False, soft_wrap=True)
+    print(source.root)  # stdout carries the directory alone, for scripts
 
 
 @app.command("import-mmf")

@@ -5,6 +5,9 @@ A task class names its part in the class attribute ``synthetic_part``. The world
 builds them in ``order``, runs the detector over the scenes they return, writes their
 files and gathers their split counts and statistics into ``manifest.json``.
 
+A part whose scenes are pictured names the folder its rendered images go in and each
+image's file there, in its task's own layout (:mod:`vlbench.data.synth.images` draws them).
+
 A part may also offer material to the parts built after it (today, the pre-training
 corpus): scenes to caption and question-answer pairs per image, by pre-training split
 (``"train"`` or ``"val"``). A consumer takes whatever the earlier parts offer and never
@@ -53,6 +56,13 @@ class PartData:
     def stats(self) -> dict | None:
         """The manifest's ``stats`` entry (baselines, oracle), or None for none."""
         return None
+
+    #: where the part's rendered images go (relative to the world), or None: none are drawn
+    image_folder: ClassVar[str | None] = None
+
+    def image_files(self) -> dict[str, Scene]:
+        """Each rendered image's path (relative to ``image_folder``) -> its scene."""
+        return {}
 
     def pretraining_scenes(self, split: str) -> list[Scene]:
         """Scenes this part offers to the pre-training corpus split ``split``."""

@@ -28,6 +28,8 @@ from vlbench.data.tsv import RegionRecord
 GRID = 3  # coarse position: which cell of a 3 x 3 grid holds the box centre
 CONCEPT_DIM = len(CATEGORIES) + len(COLORS) + len(MATERIALS) + len(SIZES) + GRID * GRID
 MARGIN = 0.05  # relations need the centres this far apart (fraction of the image side)
+#: the detector's localisation noise: each box side moves by up to this share of the box size
+BOX_JITTER = 0.03
 
 _KINDS = (("category", CATEGORIES), ("color", COLORS), ("material", MATERIALS), ("size", SIZES))
 
@@ -259,7 +261,7 @@ class Detector:
             boxes = np.array([o.box for o in objs], dtype=np.float32).reshape(total, 4)
             # Localisation noise: a few percent of the box size.
             wh = np.tile(boxes[:, 2:] - boxes[:, :2], (1, 2))
-            boxes += (0.03 * wh * rng.uniform(-1, 1, size=(total, 4))).astype(np.float32)
+            boxes += (BOX_JITTER * wh * rng.uniform(-1, 1, size=(total, 4))).astype(np.float32)
             obj_ids = np.array([OBJECT_IDS[o.category] for o in objs], dtype=np.int64)
             obj_conf = rng.uniform(0.55, 0.98, size=total).astype(np.float32)
             wrong = rng.random(total) < self.label_noise

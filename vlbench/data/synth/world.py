@@ -17,6 +17,13 @@
     nlvr2/lxmert/{train,valid,test}.json            LXMERT's preprocessed NLVR2 splits
     pretrain/{train,val}.json                       LXMERT pre-training corpus
 
+With ``image_size`` (``vlbench data synth`` passes it), the scenes are also drawn as
+images, in each task's own image layout (``gqa/images/``, ``vqa/images/train2014/``,
+``nlvr2/images/train/{directory}/`` ...; :mod:`vlbench.data.synth.images`), listed under the
+manifest's ``images`` with their own fingerprint: the world's ``fingerprint`` covers
+``files`` only, so drawing the pictures (now or later, when a model first reads pixels)
+leaves the fingerprint of everything a region-feature run reads unchanged.
+
 Each task contributes its files through its world part (``synthetic_part`` on the task
 class, protocol in :mod:`vlbench.data.synth.parts`); the list above is what the built-in
 tasks write. This module itself draws only the detector's features.
@@ -77,6 +84,8 @@ class Manifest:
     format: str = FORMAT
     version: int = VERSION
     generation_seconds: float | None = field(default=None, compare=False)
+    #: rendered images per part (``vlbench.data.synth.images``): folder, size, fingerprint
+    images: dict = field(default_factory=dict)
 
     def path(self, *keys: str) -> Path:
         """Absolute path of a file listed in ``files``: ``path("gqa", "train", "questions")``."""
@@ -98,7 +107,7 @@ class Manifest:
                 "feat_dim": self.feat_dim, "max_boxes": self.max_boxes,
                 "n_images": self.n_images, "fingerprint": self.fingerprint,
                 "files": self.files, "splits": self.splits, "generator": self.generator,
-                "stats": self.stats}
+                "stats": self.stats, **({"images": self.images} if self.images else {})}
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -156,11 +165,24 @@ def _stream_of(seed: int, part: WorldPart) -> RngFor:
     return rng_for
 
 
-def generate(out_dir: str | os.PathLike, seed: int = 0, **params) -> Manifest:
+def build_parts(cfg: WorldConfig, seed: int) -> list[tuple[WorldPart, PartData]]:
+    """Every part's data for ``cfg`` and ``seed``, in build order (scenes, questions; no file
+    is written): the same draws as :func:`generate`'s."""
+    built: list[tuple[WorldPart, PartData]] = []
+    for part in world_parts():
+        built.append((part, part.build(cfg, _stream_of(seed, part), _counter(part.first_object_id),
+                                       [data for _, data in built])))
+    return built
+
+
+def generate(out_dir: str | os.PathLike, seed: int = 0, *, image_size: int | None = None,
+             **params) -> Manifest:
     """Write the synthetic world into ``out_dir`` and return its manifest.
 
     ``params`` override :class:`~vlbench.data.synth.config.WorldConfig` fields
-    (``n_images``, ``feat_dim``, ``max_boxes``, ``questions_per_image`` ...).
+    (``n_images``, ``feat_dim``, ``max_boxes``, ``questions_per_image`` ...). ``image_size``
+    also draws every scene as an image, its longer side that many pixels (None: no images;
+    they are drawn when first needed).
     """
     start = time.perf_counter()
     cfg = WorldConfig.from_overrides(**params)
@@ -168,11 +190,9 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, **params) -> Manifest:
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a half-written world must not look complete
 
-    parts = world_parts()
-    built: list[PartData] = []
-    for part in parts:
-        built.append(part.build(cfg, _stream_of(seed, part), _counter(part.first_object_id),
-                                list(built)))
+    pairs = build_parts(cfg, seed)
+    parts = [part for part, _ in pairs]
+    built = [data for _, data in pairs]
 
     scenes: list[Scene] = [s for data in built for s in data.scenes()]
     detector = Detector(_rng(seed, _STREAM["projection"]), cfg.feat_dim,
@@ -194,12 +214,25 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, **params) -> Manifest:
         n_images=len(scenes), files=files, splits=splits, generator=cfg.to_dict(),
         stats=stats, fingerprint=_fingerprint(out, files),
     )
-    with open(out / (MANIFEST + ".tmp"), "w", encoding="utf-8") as f:
-        json.dump(manifest.to_json(), f, indent=2)
-        f.write("\n")
-    os.replace(out / (MANIFEST + ".tmp"), out / MANIFEST)
+    if image_size is not None:
+        from vlbench.data.synth.images import render_part
+
+        for part, data in pairs:
+            if data.image_folder is not None:
+                manifest.images[part.name] = render_part(out, data, image_size)
+    write_manifest(manifest)
     manifest.generation_seconds = round(time.perf_counter() - start, 3)
     return manifest
+
+
+def write_manifest(manifest: Manifest) -> None:
+    """Write ``manifest.json`` atomically (a reader sees the old or the new one, whole)."""
+    out = manifest.root
+    tmp = out / f"{MANIFEST}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest.to_json(), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, out / MANIFEST)
 
 
 def _fingerprint(root: Path, files: dict) -> str:
@@ -247,7 +280,8 @@ def read_manifest(data_dir: str | os.PathLike) -> Manifest:
         return Manifest(root=Path(data_dir), seed=raw["seed"], feat_dim=raw["feat_dim"],
                         max_boxes=raw["max_boxes"], n_images=raw["n_images"],
                         files=raw["files"], splits=raw["splits"], generator=raw["generator"],
-                        stats=raw["stats"], fingerprint=raw["fingerprint"])
+                        stats=raw["stats"], fingerprint=raw["fingerprint"],
+                        images=raw.get("images", {}))
     except KeyError as e:
         raise DataError(f"{path}: missing key {e}; regenerate the world") from None
 
