@@ -29,6 +29,7 @@ class LateFusionConfig(LxmertConfig):
 
     FAMILY = "late fusion"
     PRESETS = PRESETS
+    x_layers: int = 0
 
     def validate(self) -> None:
         super().validate()

@@ -248,7 +248,8 @@ class Matched(Objective):
 
     name = "matched"
     requires = frozenset({CROSS_MODAL_POOLED, CROSS_ATTENTION})
-    why = "it asks whether sentence and image match, which needs a state that has read both"
+    why = ("it asks whether sentence and image match, which needs words and regions that "
+           "attend to each other")
 
     def prepare_text(self, batch: dict[str, Any], ctx: MaskContext) -> None:
         swaps = mismatch(batch["img_ids"], ctx.pool_img_ids, prob=ctx.config.mismatch_prob,
