@@ -64,6 +64,12 @@ class TrainConfig:
     save_every: int = check(0, low=0)  # also checkpoint every N optimiser steps mid-epoch (0 = epoch ends only)
     select_split: str = ""  # split whose primary metric picks the best checkpoint ("" = first eval split)
     deterministic: bool = True
+    # Speed only (see vlbench.engine.loader and vlbench.engine.speed); neutral: their defaults
+    # train exactly as runs made before them did.
+    compile: bool = check(False, neutral=True)  # torch.compile the training forward/backward
+    # Processes building training batches: -1 = auto (none on CPU, where the batch is built in the
+    # training process exactly as before; up to 4 per GPU on CUDA, with pinned memory and prefetch).
+    loader_workers: int = check(-1, low=-1, neutral=True)
 
 
 @dataclass

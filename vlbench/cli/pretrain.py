@@ -38,17 +38,19 @@ def pretrain(
 ) -> None:
     """Pre-train MODEL with LXMERT's objectives; writes a run directory (checkpoint, run.json) like `train`."""
     from vlbench.cli.run import show_record
+    from vlbench.engine import distributed
     from vlbench.engine.run import train
     from vlbench.registry import TASKS
 
-    console = Console(stderr=True)
+    console = distributed.console_for_rank(Console(stderr=True))  # under torchrun: rank 0 speaks
     settings = TASKS.get("pretrain").objective_overrides(_split_tasks(tasks), drop_task)
     settings.update(parse_overrides(overrides))
     console.print(f"Pre-training tasks: {settings['task.objectives']}"
                   + (f" (visual losses {settings['task.visual_losses']})" if settings["task.visual_losses"] else ""))
     run_dir = train(model, "pretrain", data_dir=data, seed=seed, out=out, overrides=settings, console=console)
-    show_record(run_dir, console)
-    print(run_dir)
+    if distributed.is_main():
+        show_record(run_dir, console)
+        print(run_dir)
 
 
 def ablate(

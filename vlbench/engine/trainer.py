@@ -16,6 +16,13 @@ one-process gradients of the whole batch. Rank 0 writes every file; evaluation i
 by whole batches and gathered. The saved state counts global batches and steps, so a run
 resumes with any number of processes. With one process there is no process group and the
 loop is the plain one.
+
+The loop does not wait on the device between steps: losses stay on it until a log line, a
+checkpoint or the end of an epoch reads them (one transfer for all of them; a non-finite loss
+is reported there, with the step it came from, before anything is saved). Batches come from
+:mod:`vlbench.engine.loader` (built ahead in worker processes on CUDA); fused AdamW, TF32 and
+MFU logging on CUDA are in :mod:`vlbench.engine.speed`; ``train.compile`` runs the training
+forward and backward through ``torch.compile``. On CPU none of this changes a result.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from vlbench.engine import distributed
+from vlbench.engine import distributed, loader, speed
 from vlbench.engine.checkpoint import load_training_state, load_weights, save_checkpoint
 from vlbench.engine.evaluate import autocast, eval_examples, predict, to_device, write_outputs
 from vlbench.engine.session import Session, seed_everything
@@ -110,7 +117,9 @@ class Trainer:
         self.batches_per_epoch = math.ceil(len(self.train_examples) / self.cfg.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / self.cfg.grad_accum)
         self.total_steps = self.steps_per_epoch * self.cfg.epochs
-        self.optimizer = torch.optim.AdamW(optimizer_groups(self.model, self.cfg.weight_decay), lr=self.cfg.lr)
+        speed.setup_device(session.device)
+        self.optimizer = speed.adamw(optimizer_groups(self.model, self.cfg.weight_decay), self.cfg.lr,
+                                     session.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_linear(self.total_steps, self.cfg.warmup_ratio))
         # ``batch`` (the position in the epoch) and ``step`` count global batches and optimizer
@@ -122,6 +131,9 @@ class Trainer:
         }
         self._stop_requested = False
         self._stop_time = 0.0
+        self.workers = loader.worker_count(self.cfg.loader_workers, session.device)
+        self.peak_flops = speed.peak_flops(session.device)  # None on CPU: no MFU
+        self.flops_per_example: float | None = None  # measured on the first batch (see speed)
 
     # -- checkpoints ---------------------------------------------------------------
     def checkpoint_config(self) -> dict[str, Any]:
@@ -177,6 +189,8 @@ class Trainer:
         """Train to the last epoch (or a stop request); returns the run record."""
         if self.net is self.model:
             self.net = distributed.wrap(self.model, self.s.device)  # broadcasts rank 0's weights
+            if self.cfg.compile:
+                self.net = torch.compile(self.net)
         started = time.perf_counter() - self.state["wall_seconds"]
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -209,27 +223,21 @@ class Trainer:
         order = epoch_order(len(self.train_examples), self.s.seed, epoch, self.groups)
         self.model.train()
         task.set_epoch(epoch)
-        t0, seen, running, named = time.perf_counter(), 0, [], {}
+        t0, seen, window = time.perf_counter(), 0, LossWindow(self.world)
         progress.update(bar, description=f"epoch {epoch + 1}/{cfg.epochs}")
-        for b in range(self.state["batch"], self.batches_per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]  # the global batch
-            mine = distributed.shard(idx, self.rank, self.world)  # all of it in one process
-            # A rank whose share is empty (a last batch smaller than the world) still runs a
-            # forward and backward, weighted 0, so that DDP's gradient all-reduce sees every rank.
-            batch = to_device(task.collate([self.train_examples[i] for i in mine or idx[:1]]), self.s.device)
+        data = loader.EpochBatches(task, self.train_examples, order, cfg.batch_size, self.s.seed, epoch)
+        shares = loader.epoch_batches(data, self.state["batch"], self.workers, self.s.device.type == "cuda")
+        for b, (cpu_batch, n_mine, n_global) in enumerate(shares, start=self.state["batch"]):
+            batch = to_device(cpu_batch, self.s.device)
+            if self.peak_flops and self.flops_per_example is None:
+                self.flops_per_example = speed.train_flops_per_example(self.model, batch, max(1, n_mine))
             sync = (b + 1) % cfg.grad_accum == 0 or b + 1 == self.batches_per_epoch
             with self._no_sync(not sync):
                 with autocast(self.s.device, cfg.precision):
                     logits = self.net(batch)
                 loss, parts = split_loss(task.loss(logits, batch))
-                share = len(mine) / len(idx)
-                value, parts = (loss.item(), parts) if self.world == 1 else self._batch_loss(loss, parts, share)
-                if not math.isfinite(value):
-                    bad = [k for k, v in parts.items() if not math.isfinite(v)]
-                    raise TrainingError(
-                        f"the loss is {value} at epoch {epoch + 1}, step {self.state['step'] + 1}"
-                        f"{f' ({bad[0]})' if len(parts) > 1 and bad else ''}; check the inputs for "
-                        "non-finite values and lower train.lr")
+                share = n_mine / n_global
+                window.add(loss, parts, share, f"epoch {epoch + 1}, step {self.state['step'] + 1}")
                 if self.world == 1:
                     (loss / cfg.grad_accum).backward()
                 else:
@@ -241,10 +249,7 @@ class Trainer:
                     # with no further accumulation. Pre-training's terms are ratios of sums
                     # (e.g. over masked words): weighting by examples approximates their mean.
                     (loss * (share * self.world / cfg.grad_accum)).backward()
-            running.append(value)
-            for name, value in parts.items():
-                named.setdefault(name, []).append(value)
-            seen += len(idx)
+            seen += n_global
             if not sync:
                 continue
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -255,32 +260,34 @@ class Trainer:
             self.state["batch"] = b + 1
             elapsed = time.perf_counter() - t0
             eps = seen / elapsed if elapsed > 0 else 0.0
-            mean_loss = sum(running) / len(running)
-            progress.update(bar, advance=1, loss=mean_loss, eps=eps)
+            progress.update(bar, advance=1, eps=eps)
             if self.state["step"] % cfg.log_every == 0:
-                self.log({"step": self.state["step"], "epoch": epoch, "loss": mean_loss,
-                          "losses": {k: sum(v) / len(v) for k, v in named.items()},
-                          "lr": self.scheduler.get_last_lr()[0], "examples_per_s": eps})
-                running, named = [], {}
+                mean_loss, means = window.read_means()  # the one host sync of a log interval
+                progress.update(bar, loss=mean_loss)
+                self.log({"step": self.state["step"], "epoch": epoch, "loss": mean_loss, "losses": means,
+                          "lr": self.scheduler.get_last_lr()[0], "examples_per_s": eps, **self._mfu(eps)})
             if cfg.save_every and self.state["step"] % cfg.save_every == 0 and b + 1 < self.batches_per_epoch:
+                window.read()  # a non-finite loss fails the run before it is saved
                 self._account(t0, seen)
                 t0, seen = time.perf_counter(), 0
                 self.state["wall_seconds"] = time.perf_counter() - started
                 self.save_last()
             if b + 1 < self.batches_per_epoch and self._should_stop():
+                window.read()
                 self._account(t0, seen)
                 self._stop_if_requested(started)
+        window.read()  # before the epoch's evaluation and checkpoints
         self._account(t0, seen)
+
+    def _mfu(self, examples_per_s: float) -> dict[str, float]:
+        """``{"mfu": ...}`` for the history on a GPU of known peak; nothing otherwise."""
+        if not self.peak_flops or not self.flops_per_example:
+            return {}
+        return {"mfu": speed.mfu(examples_per_s, self.flops_per_example, self.peak_flops, self.world)}
 
     def _no_sync(self, skip: bool) -> Any:
         """DDP's ``no_sync`` between accumulated micro-batches (the all-reduce waits for the last)."""
         return self.net.no_sync() if skip and self.world > 1 else nullcontext()
-
-    def _batch_loss(self, loss: torch.Tensor, parts: dict[str, float], share: float) -> tuple[float, dict[str, float]]:
-        """The global batch's loss and named losses: the share-weighted sum over ranks."""
-        values = torch.tensor([float(loss.detach()), *parts.values()], dtype=torch.float64)
-        values = distributed.all_sum(values * share if share else torch.zeros_like(values))
-        return float(values[0]), dict(zip(parts, values[1:].tolist(), strict=True))
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         if self._stop_requested:
@@ -359,9 +366,61 @@ class Trainer:
         )
 
 
-def split_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    """A task's loss is a tensor, or a dict of named (already weighted) losses to be summed."""
+def split_loss(out: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A task's loss is a tensor, or a dict of named (already weighted) losses to be summed.
+    Returns the total and the named terms (detached, still on the device)."""
     if isinstance(out, dict):
         total = sum(out.values())
-        return total, {k: float(v.detach()) for k, v in out.items()}
-    return out, {"task": float(out.detach())}
+        return total, {k: v.detach() for k, v in out.items()}
+    return out, {"task": out.detach()}
+
+
+class LossWindow:
+    """The losses of the micro-batches since the last log line.
+
+    ``add`` keeps them on the device (no host sync); ``read`` fetches everything added since the
+    last read in one transfer (under torchrun: then sums the share-weighted values over ranks,
+    so every rank reads the global batch's losses) and raises TrainingError at the first
+    non-finite total. ``read_means`` reads, averages the window and starts a new one. The
+    averages are those of a loop that reads each loss as it comes: the same values (stacking
+    only widens float types, which is exact), summed in the same order as Python floats.
+    """
+
+    def __init__(self, world: int = 1):
+        self.world = world
+        self.pending: list[tuple[torch.Tensor, list[str], str]] = []  # (values, names, where)
+        self.totals: list[float] = []
+        self.named: dict[str, list[float]] = {}
+
+    def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], share: float, where: str) -> None:
+        row = torch.stack([loss.detach(), *parts.values()])
+        if self.world > 1:  # this rank's term of the global batch's loss, sum_r share_r * loss_r
+            row = row.to(torch.float64) * share if share else torch.zeros_like(row, dtype=torch.float64)
+        self.pending.append((row, list(parts), where))
+
+    def read(self) -> None:
+        if not self.pending:  # the same on every rank: they add and read at the same steps
+            return
+        rows = torch.cat([row for row, _, _ in self.pending])
+        if self.world > 1:
+            rows = distributed.all_sum(rows.cpu())  # over gloo, as the CPU values always were
+        values, at = rows.tolist(), 0
+        for _, names, where in self.pending:
+            total, parts = values[at], dict(zip(names, values[at + 1:at + 1 + len(names)], strict=True))
+            at += 1 + len(names)
+            if not math.isfinite(total):
+                bad = [k for k, v in parts.items() if not math.isfinite(v)]
+                raise TrainingError(
+                    f"the loss is {total} at {where}{f' ({bad[0]})' if len(parts) > 1 and bad else ''}; "
+                    "check the inputs for non-finite values and lower train.lr")
+            self.totals.append(total)
+            for name, value in parts.items():
+                self.named.setdefault(name, []).append(value)
+        self.pending = []
+
+    def read_means(self) -> tuple[float, dict[str, float]]:
+        self.read()
+        mean = sum(self.totals) / len(self.totals)
+        means = {k: sum(v) / len(v) for k, v in self.named.items()}
+        self.totals, self.named = [], {}
+        return mean, means
