@@ -1,22 +1,29 @@
-"""What VQA and GQA share: an answer vocabulary, soft targets, LXMERT's QA head, BCE.
+"""What VQA and GQA share: an answer vocabulary, soft targets, LXMERT's QA head, BCE, and
+the choice of image input (also NLVR2's).
 
 LXMERT treats QA as multi-label classification over the training answers: BCE on soft
 targets (VQA's 0/0.3/0.6/0.9/1.0, GQA's one-hot), summed over answers.
+
+A backbone that reads region features gets them (``visual_feats``, ``visual_pos``,
+``visual_attention_mask``); one that reads pixels instead (ViLT) gets the images
+(``pixel_values``, ``pixel_mask``; :mod:`vlbench.data.images`), decoded in ``collate``.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vlbench.engine.backbone import ModelSpec
+from vlbench.data.images import PixelBatcher, task_pixels
+from vlbench.engine.backbone import PIXEL_INPUTS, REGION_INPUTS, ModelSpec
 from vlbench.engine.task import Task, TaskModel
 from vlbench.errors import DataError
 from vlbench.models.heads import QAHead
@@ -48,10 +55,29 @@ def lxmert_qa_head(config: Any, num_answers: int) -> nn.Module:
     return QAHead(config.hidden_size, num_answers, config.layer_norm_eps, config.initializer_range)
 
 
+#: what the QA tasks and NLVR2 feed: regions to a backbone that reads them, else the images
+IMAGE_INPUTS = (REGION_INPUTS, PIXEL_INPUTS)
+
+
+def pixel_inputs(task: Task, spec: ModelSpec, config: Any, name: str) -> PixelBatcher | None:
+    """How ``task`` feeds ``spec``'s backbone: None for region features; for a backbone that
+    reads pixels, the batcher of the task's images at the model's ``image_size`` (a synthetic
+    world without images has them drawn first). Refused when it reads neither."""
+    if task.image_input(spec, f"task '{name}'") == REGION_INPUTS:
+        return None
+    part = task.synthetic_part.name if task.synthetic_part is not None else None
+    return task_pixels(task.data, part, task.image_folders, config.image_size, task.image_ids(),
+                       say=lambda msg: print(msg, file=sys.stderr))
+
+
 def encode_inputs(tokenizer: Any, features: Any, questions: list[str], img_ids: list[str],
-                  max_boxes: int) -> dict[str, torch.Tensor]:
-    """Token ids and masks for the questions, padded regions and boxes for the images."""
+                  max_boxes: int, pixels: PixelBatcher | None = None) -> dict[str, torch.Tensor]:
+    """Token ids and masks for the questions; padded regions and boxes for the images, or
+    their pixels when ``pixels`` is given."""
     batch = tokenizer.encode_batch(questions)
+    if pixels is not None:
+        batch.update(pixels(img_ids))
+        return batch
     feats, boxes, mask = features.batch(img_ids, max_boxes)
     batch["visual_feats"] = torch.as_tensor(feats, dtype=torch.float32)
     batch["visual_pos"] = torch.as_tensor(boxes, dtype=torch.float32)
@@ -62,9 +88,18 @@ def encode_inputs(tokenizer: Any, features: Any, questions: list[str], img_ids: 
 class QATask(Task):
     """Base for question-answering tasks; subclasses read their formats and score officially."""
 
+    # Regions or pixels, whichever the backbone reads (chosen in build_model).
+    requires = frozenset()
+    image_inputs = IMAGE_INPUTS
+    #: the task's name, in refusals
+    task_name: ClassVar[str] = "qa"
+    #: where a real data directory keeps the images (relative to it, first found wins)
+    image_folders: ClassVar[tuple[str, ...]] = ("images",)
+
     def __init__(self, config: Any, data: Any):
         super().__init__(config, data)
         self._splits: dict[str, list[QAExample]] = {}  # read lazily: scoring needs no setup()
+        self.pixels: PixelBatcher | None = None  # set by build_model for a pixel backbone
 
     def setup(self, tokenizer: Any, features: Any, *, max_boxes: int,
               state: dict[str, Any] | None = None) -> None:
@@ -97,7 +132,7 @@ class QATask(Task):
 
     def collate(self, examples: Sequence[QAExample]) -> dict[str, Any]:
         batch = encode_inputs(self.tokenizer, self.features, [e.question for e in examples],
-                              [e.img_id for e in examples], self.max_boxes)
+                              [e.img_id for e in examples], self.max_boxes, self.pixels)
         target = torch.zeros(len(examples), len(self.answers))
         for i, ex in enumerate(examples):
             for ans, score in ex.label.items():
@@ -109,8 +144,12 @@ class QATask(Task):
         return batch
 
     def build_model(self, backbone: nn.Module, spec: ModelSpec) -> nn.Module:
+        self.pixels = pixel_inputs(self, spec, backbone.config, self.task_name)
         head = spec.head("qa", backbone.config, lxmert_qa_head, num_answers=len(self.answers))
         return QAModel(backbone, {"qa": head})
+
+    def data_record(self) -> dict[str, Any]:
+        return {"images": dict(self.pixels.record)} if self.pixels is not None else {}
 
     def init_from(self, model: nn.Module, source: Any, say: Any = print) -> dict[str, Any]:
         """Answer rows from the checkpoint's QA head for the answers both tables share."""

@@ -432,10 +432,11 @@ def test_init_vit_config_switch(tmp_path):
 def test_train_on_region_features_is_refused_before_training(small_world, tmp_path):
     from vlbench.engine.run import train
 
-    with pytest.raises(ConfigError, match=r"task 'gqa' cannot run on vilt: it reads images "
+    # pre-training feeds region features only (GQA, VQA and NLVR2 feed ViLT the images)
+    with pytest.raises(ConfigError, match=r"task 'pretrain' cannot run on vilt: it reads images "
                                           r"\(pixel_values\), and this task feeds detector "
                                           r"region features") as info:
-        train("vilt", "gqa", data_dir=str(small_world), out=tmp_path / "runs")
+        train("vilt", "pretrain", data_dir=str(small_world), out=tmp_path / "runs")
     assert "\n" not in str(info.value)
     assert not any((tmp_path / "runs").glob("*"))
     with pytest.raises(ConfigError, match="cannot run on vilt: a masked-region objective does "

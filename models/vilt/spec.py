@@ -35,7 +35,7 @@ ARCHITECTURE_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size",
 PROVIDES = frozenset({LANGUAGE_STATES, CROSS_MODAL_POOLED, CROSS_ATTENTION, PIXEL_INPUTS})
 REFUSALS = {
     REGION_INPUTS: "it reads images (pixel_values), and this task feeds detector region "
-                   "features; rendered images of the synthetic world are not available yet",
+                   "features only (GQA, VQA and NLVR2 feed a pixel model their images)",
     REGION_STATES: "a masked-region objective does not apply to patches",
 }
 

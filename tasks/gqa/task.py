@@ -37,6 +37,8 @@ class GQATask(QATask):
 
     config_class = GQAConfig
     synthetic_part = GQA_PART
+    task_name = "gqa"
+    image_folders = ("gqa/images", "images")  # where GQA's images.zip unpacks
     # The official binary/open split: "query" questions are open, every other structural type
     # binary; all three count balanced questions only (rows carry "counted").
     metric_units = {"accuracy": {}, "binary": {"where": {"structural": ["!query"]}},

@@ -8,7 +8,10 @@ predictions CSV (``identifier,prediction`` lines, no header).
 LXMERT's model: the sentence is encoded with each image separately (one backbone call on
 2B pairs), the two pooled vectors are concatenated and classified (2h -> 2h -> GeLU -> LN
 -> 2), trained with cross-entropy. Images are named as in LXMERT's feature TSVs: identifier
-"dev-850-0-1" uses "dev-850-0-img0" and "dev-850-0-img1".
+"dev-850-0-1" uses "dev-850-0-img0" and "dev-850-0-img1". A backbone that reads pixels (ViLT)
+gets the two images as adjacent rows of ``pixel_values``, the layout ViLT's NLVR2 head
+(HF's ``ViltForImagesAndTextClassification``) concatenates; the image files are found by
+those names under NLVR2's ``images/{train/N,dev,test1}/`` folders.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -34,7 +37,7 @@ from vlbench.models.heads import NLVR2Head
 from vlbench.registry import register_task
 from vlbench.tasks.nlvr2.scoring import read_nlvr2_predictions, score_nlvr2, sentence_group
 from vlbench.tasks.nlvr2.synth import NLVR2_PART
-from vlbench.tasks.qa import encode_inputs
+from vlbench.tasks.qa import IMAGE_INPUTS, encode_inputs, pixel_inputs
 from vlbench.tasks.text_baseline import task_predictions
 
 #: LXMERT's preprocessed files name dev "valid" and test1 "test"
@@ -93,6 +96,11 @@ class NLVR2Task(Task):
     config_class = NLVR2Config
     prediction_suffix = ".csv"
     synthetic_part = NLVR2_PART
+    # Regions or pixels, whichever the backbone reads (chosen in build_model).
+    requires = frozenset()
+    image_inputs = IMAGE_INPUTS
+    #: where a real data directory keeps the images (relative to it, first found wins)
+    image_folders: ClassVar[tuple[str, ...]] = ("nlvr2/images", "images")
     # Official consistency: the share of sentences whose image pairs are all answered right
     # (rows carry their sentence as "group").
     metric_units = {"accuracy": {}, "consistency": {"over": "group"}}
@@ -101,6 +109,7 @@ class NLVR2Task(Task):
     def __init__(self, config: NLVR2Config, data: DataSource):
         super().__init__(config, data)
         self._splits: dict[str, list[NLVR2Example]] = {}
+        self.pixels = None  # set by build_model for a backbone that reads pixels
 
     @classmethod
     def default_overrides(cls, data: DataSource) -> dict[str, Any]:
@@ -201,7 +210,8 @@ class NLVR2Task(Task):
         """2B rows: (sentence, img0), (sentence, img1) per example, in that order."""
         sentences = [ex.sentence for ex in examples for _ in range(2)]
         images = [img for ex in examples for img in (ex.img0, ex.img1)]
-        batch = encode_inputs(self.tokenizer, self.features, sentences, images, self.max_boxes)
+        batch = encode_inputs(self.tokenizer, self.features, sentences, images, self.max_boxes,
+                              self.pixels)
         # -1 (ignored by the loss) for unlabelled examples such as a hidden test split
         batch["target"] = torch.tensor(
             [LABELS.index(ex.label) if ex.label else -1 for ex in examples], dtype=torch.long
@@ -211,7 +221,11 @@ class NLVR2Task(Task):
 
     # -- model -------------------------------------------------------------------------------
     def build_model(self, backbone: nn.Module, spec: ModelSpec) -> nn.Module:
+        self.pixels = pixel_inputs(self, spec, backbone.config, "nlvr2")
         return NLVR2Model(backbone, {"nlvr2": spec.head("nlvr2", backbone.config, lxmert_nlvr2_head)})
+
+    def data_record(self) -> dict[str, Any]:
+        return {"images": dict(self.pixels.record)} if self.pixels is not None else {}
 
     def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return F.cross_entropy(logits.float(), batch["target"], ignore_index=-1)

@@ -86,6 +86,8 @@ class VQATask(QATask):
 
     config_class = VQAConfig
     synthetic_part = VQA_PART
+    task_name = "vqa"
+    image_folders = ("vqa/images", "images")  # COCO's train2014/, val2014/ inside
     #: VQA's official answer normalisation (importers key soft labels by it, as LXMERT does)
     normalise_answer = staticmethod(preprocess_answer)
     metric_units = {"accuracy": {}}  # the mean soft score of every question

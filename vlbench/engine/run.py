@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -29,13 +30,17 @@ from vlbench.results.records import write_json_atomic
 
 
 def data_fingerprint(session: Session) -> str:
-    """Content hash of every example the run reads, plus the feature store's own fingerprint."""
+    """Content hash of every example the run reads, plus the feature store's own fingerprint
+    and what the task records about other data it reads (e.g. the images' fingerprint)."""
     h = hashlib.sha256(session.features.fingerprint.encode())
     task = session.task
     for split in [task.train_split, *task.eval_splits]:
         h.update(split.encode())
         for ex in task.examples(split):
             h.update(repr(ex).encode())
+    extra = task.data_record()
+    if extra:  # nothing added for region-feature runs: their fingerprints stay as they were
+        h.update(json.dumps(extra, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -57,7 +62,8 @@ def base_record(session: Session) -> dict[str, Any]:
         "data": {"source": session.data.label, "synthetic": session.data.synthetic,
                  "fingerprint": data_fingerprint(session), "splits": splits,
                  # grid features from `vlbench features extract`: which backbone, which weights
-                 "features_meta": getattr(session.features, "meta", {}) or None},
+                 "features_meta": getattr(session.features, "meta", {}) or None,
+                 **task.data_record()},  # e.g. the images a pixel model reads
         "primary_metric": task.primary_metric,
         # How the metrics are means over per-question rows ("metric_units", "category_kinds"):
         # the results layer reads them, so it needs no knowledge of any task.

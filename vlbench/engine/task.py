@@ -56,9 +56,14 @@ class Task(ABC):
     prediction_suffix: ClassVar[str] = ".json"
     #: bump when a code change alters this task's results (``vlbench train --reuse``)
     revision: ClassVar[int] = 1
-    #: what the backbone must provide (capabilities of ``vlbench.engine.backbone``): the
-    #: tasks feed region features, so a backbone must read them
+    #: what the backbone must provide (capabilities of ``vlbench.engine.backbone``), checked
+    #: before any data is read: by default the task feeds region features, so a backbone
+    #: must read them
     requires: ClassVar[frozenset[str]] = frozenset({REGION_INPUTS})
+    #: the image inputs the task can feed, preferred first: ``REGION_INPUTS`` (region
+    #: features and boxes) and/or ``PIXEL_INPUTS`` (the images). A task that can feed either
+    #: leaves them out of ``requires`` and asks :meth:`image_input` in ``build_model``.
+    image_inputs: ClassVar[tuple[str, ...]] = (REGION_INPUTS,)
     #: this task's part of the embedded synthetic world (``vlbench.data.synth.parts``), or None
     synthetic_part: ClassVar[Any] = None
 
@@ -144,6 +149,22 @@ class Task(ABC):
         checkpoint layout). ``spec`` is the backbone's family: ask it for family-specific heads
         (``spec.head``) and refuse what the backbone cannot serve (``spec.require``).
         """
+
+    def image_input(self, spec: ModelSpec, who: str) -> str:
+        """The image input to feed ``spec``'s backbone: the first of ``image_inputs`` it reads
+        (``REGION_INPUTS`` or ``PIXEL_INPUTS``); refused with the family's reason when it
+        reads none. ``who`` names the task in that refusal ("task 'gqa'")."""
+        for kind in self.image_inputs:
+            if kind in spec.provides:
+                return kind
+        spec.require(frozenset(self.image_inputs[:1]), who)
+        raise AssertionError("unreachable: require refused")  # pragma: no cover
+
+    def data_record(self) -> dict[str, Any]:
+        """What the run records about the data the task reads besides the feature store and
+        its examples, e.g. ``{"images": {"folder", "size", "fingerprint"}}`` when it feeds
+        pixels (added to run.json's ``data`` and to its fingerprint); ``{}`` when nothing."""
+        return {}
 
     def init_from(self, model: nn.Module, source: Any, say: Any = print) -> dict[str, Any]:
         """Start ``model``'s heads from a checkpoint's (``source``: a ``StoredCheckpoint`` whose
