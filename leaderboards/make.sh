@@ -9,17 +9,25 @@
 # one and replaces an outdated one; the ablation skips its finished cells the same way. So the
 # script can be stopped at any point and started again, in this session or another, and only
 # what changed is trained. Each finished run is committed as it lands (set COMMIT=0 not to).
-# From scratch: about 25 minutes per model and 15 for the ablation, with JOBS=2 single-thread
-# jobs on two cores.
+# From scratch: about 25 minutes per model, 15 for the ablation and 20 for the x-layer curve,
+# with JOBS=2 single-thread jobs on two cores.
 #
-# The run records (run.json, predictions, per-question results, history; no checkpoints)
-# are committed under leaderboards/embedded/ and leaderboards/ablation/, so the tables can
-# be checked against them without training anything (tests/test_leaderboards.py does).
+# The run records that cannot be recomputed (run.json, predictions, history; no checkpoints)
+# are committed under leaderboards/embedded/, leaderboards/xlayers/ and leaderboards/ablation/,
+# so the tables can be checked against them without training anything
+# (tests/test_leaderboards.py does). Per-question results and tokenizers are not committed
+# (leaderboards/.gitignore): `vlbench leaderboard --rescore` recomputes the former from the
+# predictions, the data rebuild the latter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLBENCH=${VLBENCH:-vlbench}
 SEEDS=${SEEDS:-"0 1 2"}
-MODELS=${MODELS:-"lxmert visualbert"}
+# Every registered encoder variant of the controlled comparison (same recipe, same seeds);
+# the tables compare each with LXMERT, paired by seed.
+MODELS=${MODELS:-"lxmert lxmert_coattn visualbert late_fusion text_only vision_only"}
+# Cross-modality depths of the x-layer curve (LXMERT tiny, GQA); depth 1, the default, is
+# LXMERT's own leaderboard run.
+DEPTHS=${DEPTHS:-"0 2 3"}
 ABLATE=(ablate --drop-task mask_obj --task gqa --seeds 5 --out leaderboards/ablation
         --publish leaderboards/ablation_gqa)
 
@@ -34,15 +42,15 @@ commit() {  # MESSAGE RUN FOLDER
    git diff --cached --quiet -- "$3" || git commit -q -m "$1" -- "$3") 9>"$(git rev-parse --git-dir)/vlbench-records.lock"
 }
 
-# One job per line: the ablation, and every (task, model, seed) run.
+# One job per line: the ablation, every (task, model, seed) run and every (depth, seed) run.
+# GQA first (the headline task and the x-layer curve), so a regeneration that stops early
+# has finished what matters most; it resumes where it stopped.
 job_list() {
   echo ablate  # its cells run one after another: start it first
-  for task in nlvr2 gqa vqa; do  # the longest runs first, so the two workers finish together
-    for model in $MODELS; do
-      for seed in $SEEDS; do
-        echo "run $model $task $seed"
-      done
-    done
+  for model in $MODELS; do for seed in $SEEDS; do echo "run $model gqa $seed"; done; done
+  for depth in $DEPTHS; do for seed in $SEEDS; do echo "depth $depth $seed"; done; done
+  for task in vqa nlvr2; do
+    for model in $MODELS; do for seed in $SEEDS; do echo "run $model $task $seed"; done; done
   done
 }
 
@@ -51,6 +59,11 @@ job() {
   if [[ "$1" == ablate ]]; then
     "$VLBENCH" "${ABLATE[@]}" >/dev/null &&
       commit "Ablation cells: pre-training without mask_obj, GQA" leaderboards/ablation leaderboards/ablation
+  elif [[ "$1" == depth ]]; then  # one folder per depth: --reuse replaces a seed's run in its folder
+    run=$("$VLBENCH" train --model lxmert --task gqa --seed "$3" --set "model.x_layers=$2" --reuse \
+          --out "leaderboards/xlayers/x$2" | tail -n 1) &&
+      commit "x-layer curve run: LXMERT with $2 cross-modality layers on gqa, seed $3" "$run" \
+        "leaderboards/xlayers/x$2"
   else
     run=$("$VLBENCH" train --model "$2" --task "$3" --seed "$4" --reuse --out "leaderboards/embedded/$3" |
           tail -n 1) &&
@@ -60,18 +73,28 @@ job() {
 
 if [[ "${1:-}" != "--tables" ]]; then
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # single-thread jobs, one per core
-  export VLBENCH MODELS SEEDS
+  export VLBENCH MODELS SEEDS DEPTHS
   export -f commit job
   export ABLATE_ARGS="${ABLATE[*]}"
   job_list | xargs -P "${JOBS:-2}" -I{} bash -c 'ABLATE=($ABLATE_ARGS); job {}'
 fi
 
-# Tables from the records alone (finished ablation cells are skipped, not re-run).
+mkdir -p leaderboards/xlayers  # the x-layer table reads it even before its first run
+# Tables from the records alone (finished ablation cells are skipped, not re-run). Each task's
+# table is the controlled comparison: every variant against LXMERT, paired by seed.
+CONTROLLED=(--baselines --reference model=lxmert)
 for task in gqa vqa nlvr2; do
-  "$VLBENCH" leaderboard "leaderboards/embedded/$task" --baselines --out "leaderboards/$task.md"
-  "$VLBENCH" leaderboard "leaderboards/embedded/$task" --baselines --out "leaderboards/$task.csv"
+  "$VLBENCH" leaderboard "leaderboards/embedded/$task" "${CONTROLLED[@]}" --out "leaderboards/$task.md"
+  "$VLBENCH" leaderboard "leaderboards/embedded/$task" "${CONTROLLED[@]}" --out "leaderboards/$task.csv"
+  "$VLBENCH" plot grid "leaderboards/embedded/$task" --reference model=lxmert --out "leaderboards/$task.png"
 done
 "$VLBENCH" leaderboard leaderboards/embedded --out leaderboards/index.html
+# The x-layer curve: LXMERT's GQA runs at every cross-modality depth, against depth 1.
+XLAYERS=(leaderboards/xlayers leaderboards/embedded/gqa --filter model=lxmert
+         --group-by config.model.x_layers --reference config.model.x_layers=1)
+"$VLBENCH" leaderboard "${XLAYERS[@]}" --baselines --out leaderboards/xlayers_gqa.md
+"$VLBENCH" leaderboard "${XLAYERS[@]}" --baselines --out leaderboards/xlayers_gqa.csv
+"$VLBENCH" plot sweep "${XLAYERS[@]}" --out leaderboards/xlayers_gqa.png
 "$VLBENCH" "${ABLATE[@]}"
 
 # Linear probes of the ablation's pre-training variants (leaderboards/probe_pretraining.*).

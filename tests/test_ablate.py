@@ -106,7 +106,7 @@ def _fake_runs(tmp_path: Path) -> tuple[AblationSpec, dict[str, dict[int, Cell]]
                 "data": {"synthetic": True, "source": "synthetic", "fingerprint": "sha256:" + "0" * 64},
                 "config": {"train": {"train_limit": 1000}},
                 "baselines": {"prior": {"testdev": {"accuracy": 31.0}}}}))
-            table[v.label][seed] = Cell("finetune", "gqa", seed, {}, {}, f"k{seed}", run_dir=run)
+            table[v.label][seed] = Cell("finetune", "lxmert", "gqa", seed, {}, {}, f"k{seed}", run_dir=run)
     return AblationSpec(variants=variants, seeds=3), table
 
 

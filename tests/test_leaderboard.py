@@ -213,18 +213,32 @@ def test_grid_flags_differences_that_survive_holm(tmp_path: Path) -> None:
         build_leaderboard(runs, reference=["model=lxmert"])
 
 
-def test_grid_uses_welch_over_seeds(tmp_path: Path) -> None:
+def test_grid_pairs_the_same_seeds_and_uses_welch_otherwise(tmp_path: Path) -> None:
     for s, acc in enumerate([60.0, 61.0, 60.5]):
         write_run(tmp_path, f"a{s}", variant="full", seed=s, metrics={"val": {"accuracy": acc}})
     for s, acc in enumerate([50.0, 51.5, 50.2]):
         write_run(tmp_path, f"b{s}", variant="small", seed=s, metrics={"val": {"accuracy": acc}})
+    for s, acc in zip((5, 6, 7), [58.0, 59.5, 57.0], strict=True):
+        write_run(tmp_path, f"c{s}", variant="other-seeds", seed=s, metrics={"val": {"accuracy": acc}})
     runs, _ = find_runs([tmp_path])
     board = build_leaderboard(runs, reference=["variant=full"])
-    row = next(r for r in board.sections[0].rows if r.variant == "small")
-    expected = scipy_stats.ttest_ind([50.0, 51.5, 50.2], [60.0, 61.0, 60.5], equal_var=False)
-    assert row.versus.test == "welch-t"
-    assert row.versus.p_value == pytest.approx(expected.pvalue, rel=1e-7)
-    assert row.versus.significant
+    rows = {r.variant: r for r in board.sections[0].rows}
+    diffs = [-10.0, -9.5, -10.3]
+    paired = scipy_stats.ttest_1samp(diffs, 0.0)
+    interval = paired.confidence_interval(0.95)
+    small = rows["small"].versus
+    assert small.test == "paired-t" and small.p_value == pytest.approx(paired.pvalue, rel=1e-7)
+    assert (small.ci_low, small.ci_high) == pytest.approx((interval.low, interval.high), rel=1e-7)
+    assert small.significant
+    welch = scipy_stats.ttest_ind([58.0, 59.5, 57.0], [60.0, 61.0, 60.5], equal_var=False)
+    other = rows["other-seeds"].versus
+    assert other.test == "welch-t" and other.ci_low is None
+    assert other.p_value == pytest.approx(welch.pvalue, rel=1e-7)
+    table = render(board, "md")
+    assert f"[{interval.low:+.2f}, {interval.high:+.2f}]" in table
+    line = next(r for r in csv.DictReader(io.StringIO(render(board, "csv"))) if r["variant"] == "small")
+    assert float(line["delta_ci_low"]) == pytest.approx(interval.low, abs=1e-6)
+    assert float(line["ci_low"]) < float(line["mean"])  # the metric's own interval, not the delta's
 
 
 def test_text_formats(root: Path) -> None:

@@ -95,6 +95,25 @@ def test_grid_bars(grid_root: Path) -> None:
         assert colours[row.variant] == to_rgba(expected)
 
 
+def test_sweep_curve_plots_the_metric_against_the_setting(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    accuracy = {0: [40.0, 41.0, 40.5], 1: [55.0, 56.0, 57.0], 2: [58.0, 57.5, 59.0]}
+    for depth, values in accuracy.items():
+        for s, acc in enumerate(values):
+            write_run(tmp_path, f"x{depth}-s{s}", seed=s, config={"model": {"x_layers": depth}},
+                      metrics={"testdev": {"accuracy": acc}})
+    runs, _ = find_runs([tmp_path])
+    board = build_leaderboard(runs, group_by=["config.model.x_layers"],
+                              reference=["config.model.x_layers=1"])
+    fig = plots.sweep_curve(board.sections[0])
+    xs, ys = fig.axes[0].lines[0].get_data()
+    assert list(xs) == [0.0, 1.0, 2.0]
+    assert list(ys) == pytest.approx([sum(v) / 3 for v in accuracy.values()])
+    assert fig.axes[0].get_xlabel() == "x_layers"
+    with pytest.raises(ConfigError, match="group the runs by exactly one key"):
+        plots.sweep_curve(build_leaderboard(runs).sections[0])
+
+
 def test_accuracy_vs_compute_draws_the_front(grid_root: Path) -> None:
     pytest.importorskip("matplotlib")
     runs, _ = find_runs([grid_root])
@@ -127,7 +146,7 @@ def test_cli_plot(grid_root: Path, tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert (tmp_path / name).stat().st_size > 1000
     result = runner.invoke(app, ["pie", str(grid_root)])
-    assert result.exit_code == 2 and "use one of curves, grid, compute" in result.stderr
+    assert result.exit_code == 2 and "use one of curves, grid, sweep, compute" in result.stderr
     write_run(grid_root, "vqa", task="vqa", metrics={"minival": {"accuracy": 60.0}})
     result = runner.invoke(app, ["grid", str(grid_root), "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and "--task and --split" in result.stderr

@@ -28,7 +28,7 @@ from vlbench.data.jsonio import read_json
 from vlbench.engine.backbone import ModelSpec
 from vlbench.engine.task import Task, TaskModel
 from vlbench.errors import ConfigError, DataError
-from vlbench.registry import register_task
+from vlbench.registry import OBJECTIVES, register_task
 
 from .masking import IGNORE
 from .objectives import (
@@ -255,6 +255,23 @@ class PretrainTask(Task):
         heads = spec.pretraining_heads(backbone.config, backbone, decoders,
                                        len(self.answers) if self.needs_qa else 0)
         return PretrainModel(backbone, {"pretraining": heads})
+
+    @classmethod
+    def applicable_objectives(cls, spec: ModelSpec
+                              ) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+        """Every pre-training task ``spec``'s family can train: (objectives, visual
+        sub-losses, [(objective left out, the family's reason)])."""
+        objectives, visual = resolve_tasks(None, ())
+        keep: list[str] = []
+        left_out: list[tuple[str, str]] = []
+        for name in objectives:
+            missing = sorted(OBJECTIVES.get(name).requires - spec.provides)
+            if missing:
+                reason = spec.refusals.get(missing[0], f"it does not provide {missing[0]}")
+                left_out.append((name, reason))
+            else:
+                keep.append(name)
+        return keep, (visual if "mask_obj" in keep else []), left_out
 
     @classmethod
     def resolve_objectives(cls, tasks: Sequence[str] | None = None, drop: Sequence[str] = ()

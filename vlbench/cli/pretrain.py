@@ -59,6 +59,16 @@ def ablate(
     grid: str | None = typer.Option(
         None, "--grid", help="Every subset of these comma-separated tasks, e.g. feat,label (the paper's Table 5)."),
     no_pretrain: bool = typer.Option(False, "--no-pretrain", help="Only full pre-training against none."),
+    models: str | None = typer.Option(
+        None, "--models",
+        help="Compare these comma-separated models under one recipe (the first is the reference), e.g. "
+             "lxmert,visualbert,late_fusion,text_only."),
+    vary: str | None = typer.Option(
+        None, "--vary", help="Compare values of one config key, KEY=V1,V2,... (the first is the reference), "
+                             "e.g. model.x_layers=0,1,2,3."),
+    with_pretraining: bool = typer.Option(
+        False, "--pretrain",
+        help="With --models or --vary: pre-train each row first, on every objective its model can train."),
     task: str = typer.Option("gqa", "--task", "-t", help="Fine-tuning task."),
     seeds: int = typer.Option(3, "--seeds", help="Fine-tuning seeds per variant (0..N-1)."),
     pretrain_seeds: int = typer.Option(1, "--pretrain-seeds", help="Pre-training runs per variant (fine-tune seed s uses s mod N)."),
@@ -89,22 +99,36 @@ def ablate(
     collect: bool = typer.Option(
         False, "--collect", help="Run nothing: tabulate the cells once their jobs have all finished."),
 ) -> None:
-    """Run a pre-training ablation (pre-train, fine-tune each variant with the same seeds) and tabulate it.
+    """Run a grid (pre-training variants, models, or values of a config key), fine-tune each row with the
+    same seeds, and tabulate it against its first row.
 
     CPU-sized defaults: 4 pre-training epochs, fine-tuning on the first 1000 training questions.
 
     Finished runs are found by the content hash of their config and skipped: re-running adds what is missing.
     """
-    from vlbench.engine.ablate import AblationSpec, expand, run_ablation
+    from vlbench.engine.ablate import AblationSpec, expand, expand_models, expand_values, run_ablation
+    from vlbench.errors import ConfigError
 
     console = Console(stderr=True)
-    variants = expand(drop_tasks=drop_task, only=only, grid=grid, no_pretrain=no_pretrain)
+    if sum(map(bool, (drop_task or only or grid or no_pretrain, models, vary))) > 1:
+        raise ConfigError("vlbench ablate: compare one thing at a time: pre-training tasks (--drop-task, "
+                          "--only, --grid, --no-pretrain), --models, or --vary")
+    if with_pretraining and not (models or vary):
+        raise ConfigError("--pretrain goes with --models or --vary (an ablation pre-trains already)")
+    if models:
+        variants = expand_models(models.split(","), pretrain=with_pretraining)
+    elif vary:
+        key, sep, values = vary.partition("=")
+        variants = expand_values(key.strip(), values.split(",") if sep else [], pretrain=with_pretraining)
+    else:
+        variants = expand(drop_tasks=drop_task, only=only, grid=grid, no_pretrain=no_pretrain)
     pre = {"train.epochs": str(pretrain_epochs), **parse_overrides(pretrain_set)}
     fine = {"train.train_limit": str(train_limit), **parse_overrides(finetune_set)}
     spec = AblationSpec(variants=variants, task=task, model=model, seeds=seeds, pretrain_seeds=pretrain_seeds,
                         data_dir=data, pretrain_overrides=pre, finetune_overrides=fine, split=split)
     command = _command(drop_task, only, grid, no_pretrain, task, seeds, pretrain_seeds, model, data, out,
                        train_limit, pretrain_epochs, split, pretrain_set, finetune_set)
+    command = _grid_args(command, models, vary, with_pretraining)
     if publish is not None:
         command += " --publish " + shlex.quote(str(publish))
     slurm = None
@@ -117,6 +141,14 @@ def ablate(
     run_ablation(spec, out, command=command, publish=publish, console=console, launcher=launcher,
                  slurm=slurm, collect=collect)
     print(out)
+
+
+def _grid_args(command: str, models: str | None, vary: str | None, with_pretraining: bool) -> str:
+    """``command`` with the model or value grid's options, after ``vlbench ablate``."""
+    args = ["--models", models] if models else ["--vary", vary] if vary else []
+    args += ["--pretrain"] if with_pretraining else []
+    head = "vlbench ablate"
+    return " ".join([head, *map(shlex.quote, args), command[len(head):].strip()]).strip()
 
 
 def _command(drop_task: list[str], only: list[str], grid: str | None, no_pretrain: bool, task: str, seeds: int,

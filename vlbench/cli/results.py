@@ -19,7 +19,7 @@ from vlbench.results.records import Problem, Run, find_runs, write_text_atomic
 from vlbench.results.render import FORMATS, SUFFIXES, fmt, fmt_p, print_rich, render
 
 DEFAULT_ROOT = Path("runs")
-PLOT_KINDS = ("curves", "grid", "compute")
+PLOT_KINDS = ("curves", "grid", "sweep", "compute")
 
 
 def _stdout() -> Console:
@@ -238,7 +238,9 @@ def print_comparison(c: Comparison, console: Console, max_flips: int) -> None:
 def plot(
     kind: Annotated[str, typer.Argument(
         help="curves: loss and metric vs step of runs; grid: bar chart of a leaderboard with "
-        "error bars; compute: metric vs parameters or training time with the Pareto front.")],
+        "error bars; sweep: metric vs the numeric setting runs are grouped by (--group-by "
+        "config.model.x_layers); compute: metric vs parameters or training time with the "
+        "Pareto front.")],
     paths: PathsArg = None,
     out: Annotated[Path, typer.Option("--out", help="Output file, .png or .svg.")] = Path(
         "plot.png"),
@@ -277,8 +279,9 @@ def plot(
                 raise ConfigError(f"the runs cover several tasks/splits ({names}); pick one "
                                   "with --task and --split")
             section = board.sections[0]
-            fig = plots.grid_bars(section) if kind == "grid" else \
-                plots.accuracy_vs_compute(section, x)
+            fig = (plots.grid_bars(section) if kind == "grid" else
+                   plots.sweep_curve(section) if kind == "sweep" else
+                   plots.accuracy_vs_compute(section, x))
         path = plots.save_figure(fig, out)
     except VLBenchError as err:
         _fail(err)

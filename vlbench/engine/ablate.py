@@ -1,13 +1,16 @@
-"""``vlbench ablate``: a pre-training ablation expanded into runs, executed resumably, tabulated.
+"""``vlbench ablate``: a grid of variants expanded into runs, executed resumably, tabulated.
 
-An ablation is a list of *variants* (a set of pre-training tasks, or no pre-training at
-all). Each variant is pre-trained (``pretrain_seeds`` times) and fine-tuned on one task with
-the same seeds; every run is a *cell* named by the content hash of its resolved config
-(model, task, seed, config layers, data fingerprint and the hash of the pre-training cell it
-starts from). Re-running the command skips finished cells, resumes interrupted ones from
-their last checkpoint, and shares cells between variants whose configs coincide. The table
-gives one row per variant: mean +- std over seeds, the difference to the full model with a
-paired-t 95% interval and a Holm-adjusted p-value, and the number of seeds.
+A grid is a list of *variants*, the rows of its table: sets of pre-training tasks (or no
+pre-training at all) of one model, or models compared under one recipe (``--models``), or
+values of one config key (``--vary model.x_layers=0,1,2``). Each variant is pre-trained
+(``pretrain_seeds`` times) when it has pre-training tasks and fine-tuned on one task with the
+same seeds; every run is a *cell* named by the content hash of its resolved config (model,
+task, seed, config layers, data fingerprint and the hash of the pre-training cell it starts
+from). Re-running the command skips finished cells, resumes interrupted ones from their last
+checkpoint, and shares cells between variants whose configs coincide. The table gives one row
+per variant: mean +- std over seeds, parameters, training speed and wall time, the difference
+to the first row (the reference) paired by seed with its t interval and a Holm-adjusted
+p-value, beside the blind baselines stored with the runs (answer prior, text-only classifier).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from rich.table import Table
 
 from vlbench.data.source import DataSource, resolve_data
 from vlbench.engine.session import resolve_config
-from vlbench.errors import CheckpointError, ConfigError
+from vlbench.errors import CheckpointError, ConfigError, VLBenchError
 from vlbench.registry import TASKS
 from vlbench.results.records import write_json_atomic, write_text_atomic
 from vlbench.results.stats import holm, t_interval
@@ -44,11 +47,16 @@ CELL_FILE = "cell.json"
 
 @dataclass(frozen=True)
 class Variant:
-    """A row of the ablation: pre-training tasks, or ``objectives=None`` for no pre-training."""
+    """A row of the grid: pre-training tasks (``objectives=None``: no pre-training), the model
+    (None: the grid's ``--model``) and config values of this row (pre-training and fine-tuning).
+    ``left_out`` names objectives the model cannot train, with the family's reason."""
 
     label: str
     objectives: tuple[str, ...] | None
     visual_losses: tuple[str, ...] = ()
+    model: str | None = None
+    overrides: tuple[tuple[str, str], ...] = ()
+    left_out: tuple[tuple[str, str], ...] = ()
 
     @property
     def pretrained(self) -> bool:
@@ -117,6 +125,43 @@ def expand(*, drop_tasks: Sequence[str] = (), only: Sequence[str] = (), grid: st
     return rows
 
 
+def expand_models(models: Sequence[str], pretrain: bool = False) -> list[Variant]:
+    """One row per model (the first is the reference), each fine-tuned from scratch or, with
+    ``pretrain``, after pre-training on every objective its family can train (the others are
+    left out and said in the table, e.g. matching for late fusion)."""
+    from vlbench.engine.backbone import model_entry
+
+    names = list(dict.fromkeys(m.strip() for m in models if m.strip()))
+    if len(names) < 2:
+        raise ConfigError("--models: name two or more registered models, e.g. "
+                          "--models lxmert,visualbert,late_fusion,text_only")
+    rows = []
+    for name in names:
+        entry = model_entry(name)  # one-line error with close matches for an unknown name
+        if not pretrain:
+            rows.append(Variant(name, None, model=name))
+            continue
+        objectives, visual, left_out = TASKS.get(PRETRAIN_TASK).applicable_objectives(entry.spec)
+        if not objectives:
+            raise ConfigError(f"--pretrain: {name} can train none of the pre-training objectives "
+                              f"({'; '.join(f'{o}: {why}' for o, why in left_out)})")
+        rows.append(Variant(name, tuple(objectives), tuple(visual), model=name,
+                            left_out=tuple(left_out)))
+    return rows
+
+
+def expand_values(key: str, values: Sequence[str], pretrain: bool = False) -> list[Variant]:
+    """One row per value of config ``key`` (``model.x_layers``: 0, 1, 2 ...); the first value
+    is the reference. ``pretrain``: each row pre-trains on every objective first."""
+    values = [v.strip() for v in values if v.strip()]
+    if "." not in key or len(values) < 2:
+        raise ConfigError(f"--vary {key}={','.join(values)}: give a config key and two or more "
+                          "values, e.g. --vary model.x_layers=0,1,2")
+    full = _variant("full") if pretrain else None
+    return [Variant(f"{key.split('.', 1)[1]}={v}", full.objectives if full else None,
+                    full.visual_losses if full else (), overrides=((key, v),)) for v in values]
+
+
 # -- cells ------------------------------------------------------------------------------------
 
 
@@ -125,6 +170,7 @@ class Cell:
     """One run of the ablation: a pre-training or a fine-tuning, identified by a content hash."""
 
     kind: str  # "pretrain" or "finetune"
+    model: str
     task: str
     seed: int
     overrides: dict[str, str]
@@ -179,24 +225,26 @@ def plan(spec: AblationSpec, data: DataSource) -> tuple[list[Cell], dict[str, di
     cells: dict[str, Cell] = {}
     table: dict[str, dict[int, Cell]] = {}
 
-    def get(kind: str, task: str, seed: int, overrides: dict[str, str], init: Cell | None, label: str) -> Cell:
-        config = resolved_config(spec.model, task, data, overrides)
-        key = cell_key(kind, spec.model, task, seed, config, data, init)
-        cell = cells.setdefault(key, Cell(kind, task, seed, overrides, config, key, init=init))
+    def get(kind: str, model: str, task: str, seed: int, overrides: dict[str, str], init: Cell | None,
+            label: str) -> Cell:
+        config = resolved_config(model, task, data, overrides)
+        key = cell_key(kind, model, task, seed, config, data, init)
+        cell = cells.setdefault(key, Cell(kind, model, task, seed, overrides, config, key, init=init))
         if label not in cell.variants:
             cell.variants.append(label)
         return cell
 
     for v in spec.variants:
+        model = v.model or spec.model
         pre: dict[int, Cell] = {}
         if v.pretrained:
-            overrides = dict(spec.pretrain_overrides)
+            overrides = {**spec.pretrain_overrides, **dict(v.overrides)}
             overrides["task.objectives"] = ",".join(v.objectives or ())
             overrides["task.visual_losses"] = ",".join(v.visual_losses)
             for s in range(min(spec.pretrain_seeds, spec.seeds)):
-                pre[s] = get("pretrain", PRETRAIN_TASK, s, overrides, None, v.label)
+                pre[s] = get("pretrain", model, PRETRAIN_TASK, s, overrides, None, v.label)
         table[v.label] = {
-            s: get("finetune", spec.task, s, dict(spec.finetune_overrides),
+            s: get("finetune", model, spec.task, s, {**spec.finetune_overrides, **dict(v.overrides)},
                    pre[s % len(pre)] if pre else None, v.label)
             for s in range(spec.seeds)
         }
@@ -228,7 +276,7 @@ def run_cell(cell: Cell, cells_dir: Path, spec: AblationSpec, console: Console) 
         console.print(f"run {cell.dirname}: {cell.kind} {cell.task} seed {cell.seed} "
                       f"({', '.join(cell.variants)})")
         init = cell.init.run_dir if cell.init else None
-        run_dir = train(spec.model, cell.task, data_dir=spec.data_dir, seed=cell.seed, out=cdir,
+        run_dir = train(cell.model, cell.task, data_dir=spec.data_dir, seed=cell.seed, out=cdir,
                         overrides=cell.overrides, init=init, console=console)
     cell.run_dir = run_dir
     _write_cell(cdir, cell, status="finished")
@@ -247,7 +295,7 @@ def _finished_run(cdir: Path) -> Path | None:
 
 def _write_cell(cdir: Path, cell: Cell, status: str) -> None:
     write_json_atomic(cdir / CELL_FILE, {
-        "key": cell.key, "kind": cell.kind, "task": cell.task, "seed": cell.seed,
+        "key": cell.key, "kind": cell.kind, "model": cell.model, "task": cell.task, "seed": cell.seed,
         "variants": cell.variants, "overrides": cell.overrides, "config": cell.config,
         "init": cell.init.dirname if cell.init else None,
         "run": cell.run_dir.name if cell.run_dir else None, "status": status,
@@ -257,9 +305,29 @@ def _write_cell(cdir: Path, cell: Cell, status: str) -> None:
 # -- the table ----------------------------------------------------------------------------------
 
 
+def _kind(spec: AblationSpec) -> str:
+    """What the grid compares: "models", a varied config key, or "pre-training"."""
+    if any(v.model for v in spec.variants):
+        return "models"
+    keys = {k for v in spec.variants for k, _ in v.overrides}
+    return next(iter(keys)) if len(keys) == 1 else "pre-training"
+
+
+def _row_costs(runs: dict[int, dict[str, Any]]) -> dict[str, float | None]:
+    """Parameters, training examples/s and wall seconds of a row (means over its seeds)."""
+    def mean(values: list[Any]) -> float | None:
+        values = [float(x) for x in values if x is not None]
+        return sum(values) / len(values) if values else None
+
+    return {"params": mean([r.get("params") for r in runs.values()]),
+            "train_examples_per_s": mean([(r.get("throughput") or {}).get("train_examples_per_s")
+                                          for r in runs.values()]),
+            "wall_seconds": mean([r.get("wall_seconds") for r in runs.values()])}
+
+
 def summarize(spec: AblationSpec, table: dict[str, dict[int, Cell]], command: str,
               wall_seconds: float) -> dict[str, Any]:
-    """Rows of the ablation table (JSON-able) from the finished fine-tuning runs."""
+    """Rows of the grid's table (JSON-able) from the finished fine-tuning runs."""
     records = {label: {s: json.loads((c.run_dir / "run.json").read_text()) for s, c in cells.items()}
                for label, cells in table.items()}
     first = next(iter(next(iter(records.values())).values()))
@@ -279,8 +347,10 @@ def summarize(spec: AblationSpec, table: dict[str, dict[int, Cell]], command: st
         vals = values[v.label]
         stats = t_interval(list(vals.values()))
         row: dict[str, Any] = {
-            "variant": v.label, "pretraining": v.describe(), "seeds": len(vals),
+            "variant": v.label, "model": v.model or spec.model, "pretraining": v.describe(),
+            "left_out": {o: why for o, why in v.left_out}, "seeds": len(vals),
             "mean": stats.mean, "std": stats.std, "values": {str(s): x for s, x in sorted(vals.items())},
+            **_row_costs(records[v.label]),
             "reference": v.label == ref_label, "delta": None, "ci_low": None, "ci_high": None,
             "p": None, "p_holm": None,
         }
@@ -304,16 +374,21 @@ def summarize(spec: AblationSpec, table: dict[str, dict[int, Cell]], command: st
     run_records.update({c.run_dir: json.loads((c.run_dir / "run.json").read_text())
                         for c in pre_cells.values() if c.run_dir is not None})
     compute = sum(float(r.get("wall_seconds") or 0.0) for r in run_records.values())
-    title = (f"Pre-training ablation: {spec.task} {split} {metric}, fine-tuned on "
+    kind = _kind(spec)
+    what = {"models": "Model comparison", "pre-training": "Pre-training ablation"}.get(kind, f"{kind} sweep")
+    title = (f"{what}: {spec.task} {split} {metric}, fine-tuned on "
              f"{limit if limit else 'all'} training examples, {spec.seeds} seed(s)"
              + (" -- SYNTHETIC data" if synthetic else ""))
-    baseline = first.get("baselines", {}).get("prior", {}).get(split, {}).get(metric)
+    stored = first.get("baselines", {})
+    baselines = {name: stored[name][split][metric] for name in ("prior", "text_only")
+                 if metric in (stored.get(name) or {}).get(split, {})}
     return {
         "title": title, "command": command, "task": spec.task, "split": split, "metric": metric,
-        "synthetic": synthetic, "data_source": first["data"]["source"],
+        "compares": kind, "synthetic": synthetic, "data_source": first["data"]["source"],
         "data_fingerprint": first["data"]["fingerprint"], "seeds": spec.seeds,
         "pretrain_seeds": min(spec.pretrain_seeds, spec.seeds), "train_limit": limit,
-        "prior_baseline": baseline, "rows": rows, "wall_seconds": round(wall_seconds, 1),
+        "prior_baseline": baselines.get("prior"), "baselines": baselines, "rows": rows,
+        "wall_seconds": round(wall_seconds, 1),
         "setting": {"pretrain_epochs": pre_epochs, "finetune_epochs": train_cfg.get("epochs"),
                     "finetune_lr": train_cfg.get("lr"), "finetune_batch_size": train_cfg.get("batch_size"),
                     "model_preset": first["config"].get("model", {}).get("preset"),
@@ -336,53 +411,80 @@ def _fmt(x: float | None, spec: str = ".2f", signed: bool = False) -> str:
     return format(x, ("+" if signed else "") + spec)
 
 
+def _count(n: float | None) -> str:
+    """2.6M, 840k."""
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+
 def _cells(row: dict[str, Any]) -> list[str]:
     mean_std = f"{row['mean']:.2f} +- {row['std']:.2f}" if row["std"] is not None else f"{row['mean']:.2f}"
     ci = (f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]" if row["ci_low"] is not None else "-")
     return [row["variant"], row["pretraining"], str(row["seeds"]), mean_std,
             "(reference)" if row["reference"] else _fmt(row["delta"], signed=True),
             "" if row["reference"] else ci,
-            "" if row["reference"] else _fmt(row["p_holm"], ".3f")]
+            "" if row["reference"] else _fmt(row["p_holm"], ".3f"),
+            _count(row.get("params")), _fmt(row.get("train_examples_per_s"), ".0f"),
+            _fmt(row.get("wall_seconds"), ".0f")]
 
 
-HEADER = ["variant", "pre-training tasks", "seeds", "{metric} (mean +- std)", "diff vs full",
-          "95% CI (paired t)", "p (Holm)"]
+HEADER = ["variant", "pre-training tasks", "seeds", "{metric} (mean +- std)", "diff vs {reference}",
+          "95% CI (paired t)", "p (Holm)", "params", "train ex/s", "wall (s) per run"]
 
 
 def _header(summary: dict[str, Any]) -> list[str]:
-    return [h.format(metric=summary["metric"]) for h in HEADER]
+    reference = next(r["variant"] for r in summary["rows"] if r["reference"])
+    return [h.format(metric=summary["metric"], reference=reference) for h in HEADER]
 
 
-def render_markdown(summary: dict[str, Any]) -> str:
-    lines = [f"# {summary['title']}", "", "| " + " | ".join(_header(summary)) + " |",
-             "|" + "|".join("---" for _ in HEADER) + "|"]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
-    lines += [""]
-    if summary.get("prior_baseline") is not None:
-        lines.append(f"Answer-prior baseline on {summary['split']}: {summary['prior_baseline']:.2f}.")
+def _notes(summary: dict[str, Any]) -> list[str]:
+    """The lines under the table: baselines, left-out objectives, setting, method, data."""
+    lines = []
+    names = {"prior": "answer prior", "text_only": "text-only classifier (TF-IDF + logistic regression)"}
+    stored = summary.get("baselines") or {}
+    if stored:
+        lines.append(f"Blind baselines on {summary['split']}: " + "; ".join(
+            f"{names.get(k, k)} {v:.2f}" for k, v in stored.items()) + ".")
+    for r in summary["rows"]:
+        for objective, why in (r.get("left_out") or {}).items():
+            lines.append(f"{r['variant']} pre-trains without {objective}: {why}.")
     st = summary.get("setting", {})
     if st:
+        pre = (f"pre-training {', '.join(map(str, st['pretrain_epochs']))} epoch(s); "
+               if st["pretrain_epochs"] else "")
         lines.append(
-            f"Setting: model preset {st.get('model_preset')}; pre-training {', '.join(map(str, st['pretrain_epochs']))} "
-            f"epoch(s); fine-tuning on the first {summary['train_limit'] or 'all'} training examples for "
+            f"Setting: model preset {st.get('model_preset')}; {pre}"
+            f"fine-tuning on the first {summary['train_limit'] or 'all'} training examples for "
             f"{st.get('finetune_epochs')} epochs at lr {st.get('finetune_lr')} (batch {st.get('finetune_batch_size')}), "
             f"checkpoint chosen on the first eval split. Compute: {st['compute_seconds'] / 60:.0f} min of runs.")
     lines += [
-        f"Fine-tuning seeds 0..{summary['seeds'] - 1}; {summary['pretrain_seeds']} pre-training run(s) per "
-        "variant. Differences are paired by seed; p-values are paired t-tests, Holm-adjusted over the rows.",
-        f"Data: {summary['data_source']} ({summary['data_fingerprint'][:19]}...).",
-        "", f"Regenerate: `{summary['command']}`", ""]
+        f"Fine-tuning seeds 0..{summary['seeds'] - 1}"
+        + (f"; {summary['pretrain_seeds']} pre-training run(s) per variant" if st.get("pretrain_epochs") else "")
+        + ". Differences are paired by seed; p-values are paired t-tests, Holm-adjusted over the rows.",
+        f"Data: {summary['data_source']} ({summary['data_fingerprint'][:19]}...)."]
+    return lines
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    header = _header(summary)
+    lines = [f"# {summary['title']}", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
+    lines += ["", *_notes(summary), "", f"Regenerate: `{summary['command']}`", ""]
     return "\n".join(lines)
 
 
 def render_csv(summary: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["variant", "pretraining", "seeds", "mean", "std", "delta", "ci_low", "ci_high", "p", "p_holm"])
+    numbers = ("mean", "std", "delta", "ci_low", "ci_high", "p", "p_holm")
+    costs = ("params", "train_examples_per_s", "wall_seconds")
+    w.writerow(["variant", "model", "pretraining", "seeds", *numbers, *costs])
     for r in summary["rows"]:
-        w.writerow([r["variant"], r["pretraining"], r["seeds"]] +
-                   ["" if r[k] is None else f"{r[k]:.4f}" for k in ("mean", "std", "delta", "ci_low",
-                                                                      "ci_high", "p", "p_holm")])
+        w.writerow([r["variant"], r.get("model", ""), r["pretraining"], r["seeds"]]
+                   + ["" if r[k] is None else f"{r[k]:.4f}" for k in numbers]
+                   + ["" if r.get(k) is None else f"{r[k]:.1f}" for k in costs])
     return buf.getvalue()
 
 
@@ -395,13 +497,54 @@ def render_rich(summary: dict[str, Any]) -> Table:
     return table
 
 
+def render_chart(summary: dict[str, Any]) -> Any:
+    """Bars (a line over the values of a varied numeric key) with +-std error bars, the
+    reference in grey, rows that differ after Holm's correction (p < 0.05) in red, and the
+    blind baselines as dashed lines."""
+    from vlbench.results.plots import BAR_COLOR, REFERENCE_COLOR, SIGNIFICANT_COLOR, new_figure
+
+    rows = summary["rows"]
+    means = [r["mean"] for r in rows]
+    errors = [r["std"] or 0.0 for r in rows]
+    fig = new_figure(max(5.0, 0.9 * len(rows) + 2.5), 4.0)
+    ax = fig.add_subplot()
+    labels = [r["variant"] for r in rows]
+    values = [lab.split("=", 1)[1] for lab in labels] if summary.get("compares") not in (
+        "models", "pre-training") else []
+    if values and all(v.lstrip("-").isdigit() for v in values):
+        xs = [int(v) for v in values]
+        ax.errorbar(xs, means, yerr=errors, fmt="o-", color=BAR_COLOR, capsize=4)
+        ax.set_xticks(xs)
+        ax.set_xlabel(summary["compares"])
+    else:
+        colors = [REFERENCE_COLOR if r["reference"] else
+                  SIGNIFICANT_COLOR if r["p_holm"] is not None and r["p_holm"] < 0.05 else BAR_COLOR
+                  for r in rows]
+        ax.bar(range(len(rows)), means, yerr=errors, color=colors, capsize=4)
+        ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right")
+    for (name, value), style in zip((summary.get("baselines") or {}).items(), ("--", ":"), strict=False):
+        ax.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{name} baseline")
+    if summary.get("baselines"):
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_ylabel(f"{summary['split']} {summary['metric']} (mean +- std)")
+    ax.set_title(summary["title"].split(",")[0], fontsize=10)
+    return fig
+
+
 def write_outputs(summary: dict[str, Any], out: Path, stem: str = "ablation") -> list[Path]:
-    """``{stem}.md``, ``{stem}.csv`` and ``{stem}.json`` in ``out``."""
+    """``{stem}.md``, ``{stem}.csv``, ``{stem}.json`` and, with matplotlib installed (the
+    ``plots`` extra), the chart ``{stem}.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.md", out / f"{stem}.csv", out / f"{stem}.json"]
     write_text_atomic(paths[0], render_markdown(summary))
     write_text_atomic(paths[1], render_csv(summary))
     write_json_atomic(paths[2], summary)
+    try:
+        from vlbench.results.plots import save_figure
+
+        paths.append(save_figure(render_chart(summary), out / f"{stem}.png"))
+    except VLBenchError:
+        pass  # no matplotlib: the table is complete without its chart
     return paths
 
 

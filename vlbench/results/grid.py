@@ -1,22 +1,27 @@
 """Grids (e.g. ablations): every row against a reference row, Holm-corrected.
 
 Each row on the same data as the reference gets the difference of the headline metric, a
-p-value (Welch's t over seeds when both rows have two or more seeds, otherwise a paired test
-over the questions the metric counts: exact McNemar on right/wrong scores, a sign-flip
-permutation test on soft ones) and a verdict that survives Holm's correction for the number
-of rows compared.
+p-value and a verdict that survives Holm's correction for the number of rows compared. The
+test: a paired t over seeds when both rows ran the same two or more seeds (a controlled
+comparison: each seed fixes the data order of both; the difference also gets its t
+interval), Welch's t over seeds when both have two or more seeds otherwise, else a paired
+test over the questions the metric counts (exact McNemar on right/wrong scores, a sign-flip
+permutation test on soft ones).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from scipy.stats import ttest_1samp
 
 from vlbench.errors import ConfigError, DataError
 from vlbench.results.leaderboard import Leaderboard, Row, Versus, split_metrics
 from vlbench.results.questions import QuestionTable, agrees, paired_units
 from vlbench.results.select import Filter
-from vlbench.results.stats import holm, paired_test, welch_t_test
+from vlbench.results.stats import holm, paired_test, t_interval, welch_t_test
 
 QuestionSource = Callable[[Row], QuestionTable | None]
 
@@ -24,6 +29,31 @@ QuestionSource = Callable[[Row], QuestionTable | None]
 def _seed_values(row: Row, metric: str) -> list[float]:
     values = (split_metrics(run, row.split, breakdowns=True).get(metric) for run in row.runs)
     return [v for v in values if v is not None]
+
+
+def _by_seed(row: Row, metric: str) -> dict[Any, float]:
+    """``{seed: value}`` of the row's runs (empty when a seed repeats or is unknown)."""
+    out: dict[Any, float] = {}
+    for run in row.runs:
+        value = split_metrics(run, row.split, breakdowns=True).get(metric)
+        if run.seed is None or run.seed in out:
+            return {}
+        if value is not None:
+            out[run.seed] = value
+    return out
+
+
+def _paired_by_seed(ref: Row, row: Row, metric: str) -> Versus | None:
+    """Paired t over the seeds both rows ran (None unless they ran the same two or more)."""
+    a, b = _by_seed(ref, metric), _by_seed(row, metric)
+    if len(a) < 2 or set(a) != set(b):
+        return None
+    diffs = [b[s] - a[s] for s in sorted(a)]
+    d = t_interval(diffs)
+    if d.std is None or d.std == 0:
+        return Versus(d.mean, None, None, note="the same difference on every seed")
+    p = float(ttest_1samp(diffs, 0.0).pvalue)
+    return Versus(d.mean, p, "paired-t", ci_low=d.ci_low, ci_high=d.ci_high)
 
 
 def compare_rows(
@@ -36,6 +66,9 @@ def compare_rows(
     """
     delta = row.value(metric) - ref.value(metric)
     delta_or_none = None if math.isnan(delta) else delta
+    paired = _paired_by_seed(ref, row, metric)
+    if paired is not None:
+        return paired
     a, b = _seed_values(ref, metric), _seed_values(row, metric)
     if len(a) >= 2 and len(b) >= 2:
         _, _, p = welch_t_test(b, a)

@@ -39,10 +39,12 @@ class Versus:
 
     delta: float | None
     p_value: float | None
-    test: str | None  # "welch-t" over seeds; "mcnemar" or "sign-flip" over questions; None
+    test: str | None  # "paired-t" or "welch-t" over seeds; "mcnemar" or "sign-flip" over questions
     p_holm: float | None = None
     significant: bool = False
     note: str | None = None
+    ci_low: float | None = None  # t interval of the difference (paired by seed)
+    ci_high: float | None = None
 
 
 @dataclass
@@ -177,7 +179,8 @@ def _row_json(section: Section, row: Row, rank: int) -> dict[str, Any]:
     versus = None
     if row.versus is not None:
         v = row.versus
-        versus = {"delta": _clean(v.delta), "p_value": _clean(v.p_value),
+        versus = {"delta": _clean(v.delta), "ci_low": _clean(v.ci_low),
+                  "ci_high": _clean(v.ci_high), "p_value": _clean(v.p_value),
                   "p_holm": _clean(v.p_holm), "significant": v.significant, "test": v.test,
                   "note": v.note}
     return {

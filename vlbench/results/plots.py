@@ -145,6 +145,39 @@ def grid_bars(section: Section) -> Any:
     return fig
 
 
+def sweep_curve(section: Section) -> Any:
+    """The headline metric against a numeric setting (the rows' one grouping key, e.g.
+    ``config.model.x_layers``), with interval error bars; the reference point is grey and
+    points whose difference survives Holm's correction are starred."""
+    rows = [r for r in section.rows if r.kind == "runs" and not math.isnan(r.value(section.metric))]
+    keys = {k for r in rows for k in r.group}
+    if len(keys) != 1:
+        raise ConfigError(f"a sweep plots one setting: group the runs by exactly one key "
+                          f"(--group-by config.model.x_layers), not {', '.join(sorted(keys)) or 'none'}")
+    key = keys.pop()
+    try:
+        points = sorted((float(r.group[key]), r) for r in rows)
+    except ValueError:
+        raise ConfigError(f"--group-by {key}: a sweep needs numeric values, got "
+                          f"{', '.join(sorted({r.group[key] for r in rows}))}") from None
+    xs = [x for x, _ in points]
+    means = [r.value(section.metric) for _, r in points]
+    errors = [_error(r, section.metric) for _, r in points]
+    fig = new_figure(6.0, 4.0)
+    ax = fig.subplots()
+    ax.errorbar(xs, means, yerr=list(zip(*errors, strict=True)), fmt="-o", color=BAR_COLOR,
+                capsize=4)
+    for x, (_, row), mean, (_, up) in zip(xs, points, means, errors, strict=True):
+        if row.is_reference:
+            ax.plot([x], [mean], "o", color=REFERENCE_COLOR, markersize=9, zorder=3)
+        elif row.versus is not None and row.versus.significant:
+            ax.annotate("*", (x, mean + up), ha="center", va="bottom", fontsize=14)
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set(xlabel=key.rsplit(".", 1)[-1], ylabel=f"{section.metric} (%)", title=section.title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def accuracy_vs_compute(section: Section, x: str = "params") -> Any:
     """Headline metric against parameters or training time, with the Pareto front."""
     if x not in X_AXES:

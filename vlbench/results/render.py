@@ -79,7 +79,7 @@ def section_table(board: Leaderboard, section: Section) -> tuple[list[str], list
                f"{level}% CI", *section.metric_names[1:], "Params", "Train ex/s", "Wall (s)"]
     grid = has_grid(section)
     if grid:
-        headers += ["Δ vs ref", "p (Holm)", "Sig."]
+        headers += ["Δ vs ref", "95% CI of Δ", "p (Holm)", "Sig."]
     body = []
     for rank, row in enumerate(section.rows, start=1):
         head = row.metrics.get(section.metric)
@@ -100,12 +100,13 @@ def section_table(board: Leaderboard, section: Section) -> tuple[list[str], list
 
 def _grid_cells(row: Row) -> list[Cell]:
     if row.is_reference:
-        return [Cell("ref"), Cell("-"), Cell("")]
+        return [Cell("ref"), Cell("-"), Cell("-"), Cell("")]
     v = row.versus
     if v is None:
-        return [Cell("-"), Cell("-"), Cell("")]
+        return [Cell("-"), Cell("-"), Cell("-"), Cell("")]
     delta = "-" if v.delta is None else f"{v.delta:+.2f}"
-    return [Cell(delta, v.delta), Cell(fmt_p(v.p_holm), v.p_holm),
+    ci = "-" if v.ci_low is None else f"[{v.ci_low:+.2f}, {v.ci_high:+.2f}]"
+    return [Cell(delta, v.delta), Cell(ci), Cell(fmt_p(v.p_holm), v.p_holm),
             Cell("*" if v.significant else "")]
 
 
@@ -114,9 +115,10 @@ def footnote(board: Leaderboard) -> str:
     text = (f"Mean ± std over seeds; {level}% CI: t over seeds, or bootstrap over questions "
             "for a single run (†).")
     if any(has_grid(s) for s in board.sections):
-        text += (" Δ vs ref: difference to the reference row; p: Welch's t over seeds, or over "
-                 "questions exact McNemar (right/wrong) or a sign-flip test (soft scores), "
-                 "Holm-corrected; * significant.")
+        text += (" Δ vs ref: difference to the reference row, with its 95% t interval when "
+                 "both rows ran the same seeds; p: paired t over those seeds, Welch's t over "
+                 "other seeds, or over questions exact McNemar (right/wrong) or a sign-flip test "
+                 "(soft scores), Holm-corrected; * significant.")
     return text
 
 
@@ -153,7 +155,8 @@ def to_csv(board: Leaderboard) -> str:
     columns = fixed + extra_keys + [f"{m}.{f}" for m in metric_names
                                     for f in ("mean", "std", "ci_low", "ci_high")]
     if any(r["vs_reference"] or r["reference"] for r in data):
-        columns += ["reference", "delta", "p_value", "p_holm", "significant", "test"]
+        columns += ["reference", "delta", "delta_ci_low", "delta_ci_high", "p_value", "p_holm",
+                    "significant", "test"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -164,7 +167,9 @@ def to_csv(board: Leaderboard) -> str:
         for m, s in r["metrics"].items():
             line.update({f"{m}.{f}": s[f] for f in ("mean", "std", "ci_low", "ci_high")})
         line["reference"] = r["reference"]
-        line.update(r["vs_reference"] or {})
+        versus = dict(r["vs_reference"] or {})
+        versus["delta_ci_low"], versus["delta_ci_high"] = versus.pop("ci_low", None), versus.pop("ci_high", None)
+        line.update(versus)
         writer.writerow({k: "" if v is None else v for k, v in line.items()})
     return buf.getvalue()
 
