@@ -207,3 +207,29 @@ def test_pretrain_prints_its_record_on_rank_0_only(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(distributed, "is_main", lambda: True)
     result = CliRunner().invoke(app, ["pretrain", "--out", str(tmp_path)])
     assert shown == [tmp_path / "the-run"] and "the-run" in result.output
+
+
+class DrawingTask:
+    """A task whose batches hold random draws, as pre-training's masks do."""
+
+    def collate(self, examples: list[int]) -> dict:
+        return {"x": torch.tensor(examples), "draw": torch.rand(2)}
+
+
+def test_worker_draws_depend_on_the_batch_not_on_the_workers_or_the_start():
+    from vlbench.engine import loader
+
+    data = loader.EpochBatches(DrawingTask(), list(range(10)), list(range(9, -1, -1)), 3, seed=5, epoch=1)
+
+    def draws(start: int, workers: int) -> list:
+        return [(b["x"].tolist(), b["draw"], mine, total)
+                for b, mine, total in loader.epoch_batches(data, start, workers, pin_memory=False)]
+
+    one, two, resumed = draws(0, 1), draws(0, 2), draws(2, 1)
+    assert [(x, m, t) for x, _, m, t in one] == [([9, 8, 7], 3, 3), ([6, 5, 4], 3, 3), ([3, 2, 1], 3, 3),
+                                                 ([0], 1, 1)]
+    for a, b in zip(one, two, strict=True):
+        assert torch.equal(a[1], b[1])
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(one[2:], resumed, strict=True))
+    assert not torch.equal(one[0][1], one[1][1])
+    assert loader.worker_count(-1, torch.device("cpu")) == 0 and loader.worker_count(3, torch.device("cpu")) == 3
