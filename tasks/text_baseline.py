@@ -23,10 +23,13 @@ def fit_predict(train_texts: Sequence[str], train_labels: Sequence[str],
     """Train on (text, label) pairs; predict a label for each of ``texts``.
 
     With a single training label the classifier is that label (scikit-learn refuses one class).
+    The fit runs on one BLAS thread: the solver's sums, hence a few predictions, depend on the
+    thread count, and a run record's baseline must not depend on the machine's cores.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline, make_union
+    from threadpoolctl import threadpool_limits
 
     train_texts, train_labels = list(train_texts)[:TRAIN_LIMIT], list(train_labels)[:TRAIN_LIMIT]
     if not texts:
@@ -40,8 +43,9 @@ def fit_predict(train_texts: Sequence[str], train_labels: Sequence[str],
                         max_features=MAX_FEATURES),
     )
     model = make_pipeline(features, LogisticRegression(max_iter=300, C=10.0, random_state=seed))
-    model.fit(train_texts, train_labels)
-    return [str(p) for p in model.predict(list(texts))]
+    with threadpool_limits(limits=1):
+        model.fit(train_texts, train_labels)
+        return [str(p) for p in model.predict(list(texts))]
 
 
 def task_predictions(task: Any, split: str, text: Callable[[Any], str], label: Callable[[Any], str],

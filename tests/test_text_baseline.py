@@ -34,3 +34,22 @@ def test_every_run_records_it_next_to_the_prior(task: str, small_world: Path, tm
         prior = record["baselines"]["prior"][split]
         text_only = record["baselines"]["text_only"][split]
         assert set(prior) == set(text_only) and 0.0 <= text_only[record["primary_metric"]] <= 100.0
+
+
+def test_the_fit_runs_on_one_blas_thread(monkeypatch):
+    """The solver's result (and a few predictions) depends on the BLAS thread count: the
+    baseline pins one thread so that a record's baseline does not depend on the machine."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen: list[int] = []
+    original = LogisticRegression.fit
+
+    def fit(self, *args, **kwargs):
+        seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", fit)
+    with threadpool_limits(limits=2):
+        fit_predict(["is it red?", "how many?", "is it blue?"], ["yes", "2", "no"], ["how many?"])
+    assert seen and set(seen) == {1}
