@@ -178,6 +178,9 @@ def test_baseline_rows(root: Path) -> None:
     board = build_leaderboard(runs, task="gqa", baselines=True)
     _, row = _row(board, "prior (baseline)")
     assert row.kind == "baseline" and row.value("accuracy") == 21.0
+    by_setting = build_leaderboard(runs, task="gqa", baselines=True, group_by=["seed"])
+    named = [r.group["seed"] for r in by_setting.sections[0].rows if r.kind == "baseline"]
+    assert "prior (baseline)" in named  # named in the first column when rows are not by model
 
 
 def test_grid_flags_differences_that_survive_holm(tmp_path: Path) -> None:

@@ -288,7 +288,8 @@ def _baseline_rows(runs: Sequence[Run], split: str, group_by: Sequence[str]) -> 
             if not isinstance(metrics, dict) or (name, run.fingerprint) in rows:
                 continue
             group = {k: "" for k in group_by}
-            group["model"] = f"{name} (baseline)"
+            # named in the model column, or in the first column when rows are not by model
+            group["model" if "model" in group_by or not group_by else group_by[0]] = f"{name} (baseline)"
             values = {k: float(v) for k, v in metrics.items()
                       if isinstance(v, int | float) and not isinstance(v, bool)}
             rows[(name, run.fingerprint)] = Row(
