@@ -12,8 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARDS = ROOT / "leaderboards"
-TABLES = ["gqa.md", "gqa.csv", "vqa.md", "vqa.csv", "nlvr2.md", "nlvr2.csv", "ablation_gqa.md",
-          "ablation_gqa.csv"]
+TABLES = ["gqa.md", "gqa.csv", "vqa.md", "vqa.csv", "nlvr2.md", "nlvr2.csv", "xlayers_gqa.md",
+          "xlayers_gqa.csv", "ablation_gqa.md", "ablation_gqa.csv"]
 
 
 @pytest.mark.slow
