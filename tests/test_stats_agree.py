@@ -4,6 +4,7 @@ and leaderboard intervals and grid tests count the questions the metric counts."
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,14 @@ import pytest
 from vlbench.errors import ConfigError
 from vlbench.results.compare import Difference, compare_paths
 from vlbench.results.leaderboard import build_leaderboard
-from vlbench.results.questions import COUNTED_KEY, GROUP_KEY
+from vlbench.results.questions import COUNTED_KEY
 from vlbench.results.records import find_runs
 from vlbench.results.stats import bootstrap_interval, mcnemar_exact
 from vlbench.results.testing import metrics_for, question_rows, write_run
 
 pytest.importorskip("scipy.stats")
 
-BOARDS = Path(__file__).resolve().parents[1] / "leaderboards"
-EMBEDDED = BOARDS / "embedded"
+COMMITTED = Path(__file__).resolve().parents[1] / "leaderboards"
 # (task, split) pairs the committed runs were evaluated on.
 SPLITS = [("gqa", "val"), ("gqa", "testdev"), ("vqa", "minival"), ("nlvr2", "dev"),
           ("nlvr2", "test1")]
@@ -29,29 +29,27 @@ PAIRED = {"gqa": {"accuracy", "binary", "open"}, "vqa": {"accuracy"},
           "nlvr2": {"accuracy", "consistency"}}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _rescored_copy(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The committed LXMERT runs and two ablation cells, copied and rescored: per-question
+    files are not committed, `--rescore` recomputes them from the predictions."""
+    from vlbench.results.rescore import rescore_runs
+
+    global BOARDS, EMBEDDED
+    BOARDS = tmp_path_factory.mktemp("boards")
+    EMBEDDED = BOARDS / "embedded"
+    tasks = dict.fromkeys(task for task, _ in SPLITS)
+    runs = [d for task in tasks for d in (COMMITTED / "embedded" / task).glob(f"{task}-lxmert-s*")]
+    runs += sorted((COMMITTED / "ablation" / "cells").glob("finetune-*/gqa-lxmert-s0-*"))[:2]
+    for run in runs:
+        shutil.copytree(run, BOARDS / run.relative_to(COMMITTED),
+                        ignore=shutil.ignore_patterns("per_question"))  # as in a clean clone
+    found, _ = find_runs([BOARDS])
+    rescore_runs(found)
+
+
 def _seed_dir(task: str, seed: int) -> Path:
     return next((EMBEDDED / task).glob(f"{task}-lxmert-s{seed}-*"))
-
-
-# The row mark each task's paired metrics need beyond accuracy over every row (GQA counts
-# balanced questions only, NLVR2 consistency is over sentence groups); VQA needs none.
-ROW_MARKS = {"gqa": (COUNTED_KEY, "testdev"), "nlvr2": (GROUP_KEY, "dev")}
-
-
-def _records_unmarked(task: str) -> bool:
-    """Whether the committed records of ``task`` predate metric_units and the row marks, so
-    that only a rescore lets their per-question scores rebuild every official metric."""
-    if task not in ROW_MARKS:
-        return False
-    key, split = ROW_MARKS[task]
-    for seed in (0, 1):
-        run = _seed_dir(task, seed)
-        path = run / "per_question" / f"{split}.jsonl"
-        first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
-        record = json.loads((run / "run.json").read_text(encoding="utf-8"))
-        if key not in first or "metric_units" not in record:
-            return True
-    return False
 
 
 def _assert_delta_is_b_minus_a(differences: list[Difference]) -> None:
@@ -82,18 +80,7 @@ def test_committed_ablation_cells_delta_is_b_minus_a(split: str) -> None:
     _assert_delta_is_b_minus_a(c.metrics + c.categories)
 
 
-def _unmarked(task: str) -> pytest.MarkDecorator:
-    """Until the committed records carry metric_units and the row marks, their per-question
-    scores do not rebuild every official metric, so compare rightly leaves some unpaired."""
-    return pytest.mark.xfail(
-        condition=_records_unmarked(task), strict=True,
-        reason=f"committed {task} records predate metric_units; rescore them "
-               f"(vlbench leaderboard --rescore leaderboards/embedded/{task})")
-
-
-@pytest.mark.parametrize("task,split", [
-    pytest.param(task, split, marks=_unmarked(task)) for task, split in SPLITS
-])
+@pytest.mark.parametrize("task,split", SPLITS)
 def test_committed_records_are_paired_on_every_mean_metric(task: str, split: str) -> None:
     c = compare_paths(_seed_dir(task, 0), _seed_dir(task, 1), split=split, n_resamples=200)
     for d in c.metrics:
