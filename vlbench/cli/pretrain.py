@@ -106,7 +106,13 @@ def ablate(
 
     Finished runs are found by the content hash of their config and skipped: re-running adds what is missing.
     """
-    from vlbench.engine.ablate import AblationSpec, expand, expand_models, expand_values, run_ablation
+    from vlbench.engine.ablate import (
+        AblationSpec,
+        expand,
+        expand_models,
+        expand_values,
+        run_ablation,
+    )
     from vlbench.errors import ConfigError
 
     console = Console(stderr=True)
