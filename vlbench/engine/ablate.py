@@ -35,6 +35,7 @@ from vlbench.data.source import DataSource, resolve_data
 from vlbench.engine.session import resolve_config
 from vlbench.errors import CheckpointError, ConfigError, VLBenchError
 from vlbench.registry import TASKS
+from vlbench.results.leaderboard import mean_or_none as mean
 from vlbench.results.records import write_json_atomic, write_text_atomic
 from vlbench.results.stats import holm, t_interval
 
@@ -315,10 +316,6 @@ def _kind(spec: AblationSpec) -> str:
 
 def _row_costs(runs: dict[int, dict[str, Any]]) -> dict[str, float | None]:
     """Parameters, training examples/s and wall seconds of a row (means over its seeds)."""
-    def mean(values: list[Any]) -> float | None:
-        values = [float(x) for x in values if x is not None]
-        return sum(values) / len(values) if values else None
-
     return {"params": mean([r.get("params") for r in runs.values()]),
             "train_examples_per_s": mean([(r.get("throughput") or {}).get("train_examples_per_s")
                                           for r in runs.values()]),

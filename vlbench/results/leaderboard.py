@@ -211,7 +211,8 @@ def split_metrics(run: Run, split: str, breakdowns: bool) -> dict[str, float]:
     return out
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    """Mean of the values that are not None (None when none is)."""
     numbers = [v for v in values if v is not None]
     return float(np.mean(numbers)) if numbers else None
 
@@ -381,9 +382,9 @@ def build_leaderboard(
             notes.append(f"{row.label} ({row.task} {row.split}) has several runs with the same "
                          f"seed: {sorted(map(str, seeds))}")
         _summarise(row, opts)
-        row.params = _mean([r.params for r in row.runs])
-        row.train_examples_per_s = _mean([r.train_examples_per_s for r in row.runs])
-        row.wall_seconds = _mean([r.wall_seconds for r in row.runs])
+        row.params = mean_or_none([r.params for r in row.runs])
+        row.train_examples_per_s = mean_or_none([r.train_examples_per_s for r in row.runs])
+        row.wall_seconds = mean_or_none([r.wall_seconds for r in row.runs])
         by_section.setdefault((row.task, row.split, row.fingerprint), []).append(row)
     if baselines:
         for (_task, s, _data), rows in by_section.items():
