@@ -70,6 +70,11 @@ def pixel_inputs(task: Task, spec: ModelSpec, config: Any, name: str) -> PixelBa
                        say=lambda msg: print(msg, file=sys.stderr))
 
 
+def images_record(pixels: PixelBatcher | None) -> dict[str, Any]:
+    """What a run records of the images it reads (``{}`` when it reads regions)."""
+    return {"images": dict(pixels.record)} if pixels is not None else {}
+
+
 def encode_inputs(tokenizer: Any, features: Any, questions: list[str], img_ids: list[str],
                   max_boxes: int, pixels: PixelBatcher | None = None) -> dict[str, torch.Tensor]:
     """Token ids and masks for the questions; padded regions and boxes for the images, or
@@ -148,8 +153,11 @@ class QATask(Task):
         head = spec.head("qa", backbone.config, lxmert_qa_head, num_answers=len(self.answers))
         return QAModel(backbone, {"qa": head})
 
+    def input_record(self, spec: ModelSpec, model_config: Any) -> dict[str, Any]:
+        return images_record(pixel_inputs(self, spec, model_config, self.task_name))
+
     def data_record(self) -> dict[str, Any]:
-        return {"images": dict(self.pixels.record)} if self.pixels is not None else {}
+        return images_record(self.pixels)
 
     def init_from(self, model: nn.Module, source: Any, say: Any = print) -> dict[str, Any]:
         """Answer rows from the checkpoint's QA head for the answers both tables share."""

@@ -171,8 +171,12 @@ def test_refuses_different_data_split_or_task(tmp_path: Path) -> None:
     scores = {"testdev": np.ones(50)}
     a = write_run(tmp_path, "a", scores=scores)
     other_data = write_run(tmp_path, "b", scores=scores, fingerprint="sha256:" + "c" * 64)
-    with pytest.raises(DataError, match="different data"):
+    with pytest.raises(DataError, match="ran on questions .* results on different questions"):
         compare_paths(a, other_data)
+    # other inputs (grid features, pixels) on the same questions: comparable
+    pixels = write_run(tmp_path, "g", scores=scores, fingerprint="sha256:" + "c" * 64,
+                       questions="sha256:" + "a" * 64)
+    assert compare_paths(a, pixels).headline.delta == 0.0
     other_split = write_run(tmp_path, "c", scores={"val": np.ones(50)})
     with pytest.raises(DataError, match="split"):
         compare_paths(a, other_split)

@@ -422,3 +422,35 @@ def test_unusable_records_are_skipped_with_a_note_not_a_blank_row(root: Path) ->
     assert result.exit_code == 0, result.output
     for name in messages:
         assert any(f"skipped {root / name / 'run.json'}" in line for line in result.stderr.splitlines())
+
+
+def test_other_visual_inputs_on_the_same_questions_share_a_section(tmp_path: Path) -> None:
+    """Detector regions, grid features and pixels answer the same questions: one section,
+    one row each (never averaged together), one set of baselines, compared by seed."""
+    rng = np.random.default_rng(1)
+    same = "sha256:" + "c" * 64
+    inputs = {"regions": ("lxmert", "a", None, 0.62), "grid": ("lxmert", "d", "resnet18", 0.55),
+              "pixels": ("vilt", "e", None, 0.45)}
+    for name, (model, data, backbone, accuracy) in inputs.items():
+        for s in range(2):
+            run = write_run(tmp_path, f"{name}-s{s}", model=model, seed=s,
+                            fingerprint="sha256:" + data * 64, questions=same,
+                            scores={"testdev": _scores(rng, accuracy)},
+                            baselines={"prior": {"testdev": {"accuracy": 21.0}}})
+            record = read_run(run).record
+            record["data"]["features_meta"] = (
+                {"backbone": backbone, "weights": "random"} if backbone else None)
+            if model == "vilt":
+                record["data"]["images"] = {"folder": "gqa/images", "fingerprint": "sha256:e"}
+            write_json_atomic(run / "run.json", record)
+    runs, _ = find_runs([tmp_path])
+    board = build_leaderboard(runs, baselines=True, reference=["model=vilt"])
+    assert len(board.sections) == 1 and board.sections[0].fingerprint == same
+    rows = board.sections[0].rows
+    assert sorted(r.label for r in rows) == ["lxmert", "lxmert", "prior (baseline)", "vilt"]
+    assert all(r.versus is not None for r in rows if r.kind == "runs" and r.model == "lxmert")
+    assert any("2 rows named 'lxmert' read different inputs" in n for n in board.notes)
+    named = build_leaderboard(runs, group_by=["model", "inputs"])
+    assert sorted(r.label for r in named.sections[0].rows) == [
+        "lxmert / grid resnet18 (random)", "lxmert / regions", "vilt / pixels"]
+    assert not any("read different inputs" in n for n in named.notes)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from vlbench.data.images import MEAN, STD, load_pixels
+from vlbench.data.synth.images import ensure_images
 from vlbench.data.synth.world import generate, read_manifest
 from vlbench.engine.backbone import LANGUAGE_STATES, model_entry
 from vlbench.engine.session import new_session
@@ -76,6 +77,16 @@ def test_nlvr2_batches_hold_both_images_in_adjacent_rows(world, tmp_path):
     assert batch["input_ids"].shape[0] == 2 * len(examples) and batch["target"].shape == (3,)
     logits = session.model(batch)  # ViltForImagesAndTextClassification: (B, 2)
     assert logits.shape == (3, 2)
+    # HF's NLVR2 ViLT: the left image is modality type 1, the right one type 2
+    config = session.cfg.model
+    assert (config.num_images, config.modality_type_vocab_size) == (2, 3)
+    modality = session.model.backbone.image_modalities(6, None, torch.device("cpu"))
+    assert modality.tolist() == [1, 2, 1, 2, 1, 2]
+
+
+def test_one_image_tasks_keep_hfs_two_modality_types(world, tmp_path):
+    config = _session("vilt", "gqa", world, tmp_path).cfg.model
+    assert (config.num_images, config.modality_type_vocab_size) == (-1, 2)
 
 
 def test_region_models_still_get_regions_and_record_no_images(world, tmp_path):
@@ -126,6 +137,31 @@ def test_a_real_directory_without_images_is_refused_with_the_folders(world, tmp_
         _session("vilt", "gqa", real, tmp_path)
 
 
+def test_a_real_directory_of_images_needs_no_feature_file_for_vilt(world, tmp_path):
+    """Questions and images alone (no detector TSV): a pixel model trains, resumes and keys
+    its reuse on them; a region model is told the features are missing."""
+    import shutil
+
+    from vlbench.engine.run import resume, train
+    from vlbench.engine.session import planned_inputs
+
+    real = tmp_path / "real"
+    shutil.copytree(world, real, ignore=shutil.ignore_patterns("manifest.json*", "features"))
+    ensure_images(world, ["gqa"], say=lambda _: None)
+    shutil.copytree(world / "gqa" / "images", real / "gqa" / "images", dirs_exist_ok=True)
+    assert not list(real.rglob("*.tsv"))
+    run = train("vilt", "gqa", data_dir=str(real), out=tmp_path / "runs", overrides=QUICK)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["data"]["features_meta"] is None
+    assert record["data"]["images"]["folder"] == "gqa/images"
+    assert resume(run) == run  # reopens without a feature file
+    key = planned_inputs("vilt", "gqa", data_dir=str(real), seed=0, overrides=QUICK,
+                         say=lambda _: None)
+    assert set(key["read"]) == {"images"}
+    with pytest.raises(DataError, match="no feature TSV under"):
+        _session("lxmert", "gqa", real, tmp_path)
+
+
 def test_a_family_that_reads_no_images_is_refused_with_its_reason(world, tmp_path):
     session = _session("lxmert", "vqa", world, tmp_path)
     spec = dataclasses.replace(model_entry("lxmert").spec, family="deaf",
@@ -133,3 +169,28 @@ def test_a_family_that_reads_no_images_is_refused_with_its_reason(world, tmp_pat
                                refusals={"region_inputs": "it reads text alone"})
     with pytest.raises(ConfigError, match="task 'vqa' cannot run on deaf: it reads text alone"):
         session.task.build_model(session.model.backbone, spec)
+
+
+def test_vilt_pretrains_on_the_corpus_images_then_fine_tunes_from_it(world, tmp_path):
+    """Masked LM, matching and QA over the pictures of the scenes the corpus describes; a
+    masked-region objective is refused with the family's reason; NLVR2 starts from it."""
+    from vlbench.engine.run import train
+    from vlbench.tasks.pretrain.task import PretrainTask
+
+    with pytest.raises(ConfigError, match="'mask_obj'.* cannot run on vilt: a masked-region "
+                                          "objective does not apply to patches"):
+        _session("vilt", "pretrain", world, tmp_path)
+    settings = {**QUICK, "train.log_every": "1",
+                **PretrainTask.objective_overrides(drop=["mask_obj"])}
+    run = train("vilt", "pretrain", data_dir=str(world), out=tmp_path / "pre", overrides=settings)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished", record.get("failure")
+    assert record["data"]["images"]["folder"] == "gqa/images,vqa/images"
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    losses = [h["losses"] for h in history if "losses" in h]
+    assert losses and set(losses[0]) == {"mask_lm", "matched", "qa"}
+    assert all(np.isfinite(v) for step in losses for v in step.values())
+    tuned = train("vilt", "nlvr2", data_dir=str(world), out=tmp_path / "runs", overrides=QUICK,
+                  init=run / "checkpoints" / "best")
+    init = json.loads((tuned / "run.json").read_text())["init"]
+    assert init and init.get("objectives") == ["mask_lm", "matched", "qa"]

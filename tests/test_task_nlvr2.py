@@ -295,7 +295,8 @@ def test_records_rebuild_the_official_metrics_through_the_declared_units(world: 
 
 def test_rescore_brings_a_record_of_an_earlier_release_up_to_date(world: Path, tmp_path: Path):
     """Rescoring rewrites the rows (now with their group) and adds the task's current
-    metric_units, category_kinds and baselines to run.json, keeping the rest of the record."""
+    metric_units, category_kinds and baselines, and the questions' fingerprint, to run.json,
+    keeping the rest of the record."""
     task = make_task(world)
     run = tmp_path / "run"
     preds = {"dev-0-0-0": "True", "dev-0-1-0": "False", "dev-1-0-0": "True"}
@@ -312,6 +313,7 @@ def test_rescore_brings_a_record_of_an_earlier_release_up_to_date(world: Path, t
     assert after["metric_units"] == NLVR2Task.metric_units and after["category_kinds"] == []
     assert set(after["baselines"]) == {"prior", "text_only"} and set(after["baselines"]["prior"]) == {"dev"}
     new_keys = ("metric_units", "category_kinds", "baselines")
+    assert after["data"].pop("questions").startswith("sha256:")
     assert {k: v for k, v in after.items() if k not in new_keys} == record
     lines = (run / "per_question" / "dev.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]

@@ -31,7 +31,7 @@ from vlbench.models.vilt.convert import (
 )
 from vlbench.models.vilt.heads import ViltForImagesAndTextClassification, ViltForQuestionAnswering
 from vlbench.models.vilt.modeling import ViltModel
-from vlbench.models.vilt.spec import SPEC
+from vlbench.models.vilt.spec import MODALITY_TABLE, SPEC, fit_checkpoint
 from vlbench.models.vilt.timm_vit import load_timm_vit_file
 from vlbench.registry import CHECKPOINT_FORMATS
 
@@ -429,19 +429,16 @@ def test_init_vit_config_switch(tmp_path):
         SPEC.build(dataclasses.replace(config, init_vit=str(path)))
 
 
-def test_train_on_region_features_is_refused_before_training(small_world, tmp_path):
+def test_a_masked_region_objective_is_refused_before_training(small_world, tmp_path):
     from vlbench.engine.run import train
 
-    # pre-training feeds region features only (GQA, VQA and NLVR2 feed ViLT the images)
-    with pytest.raises(ConfigError, match=r"task 'pretrain' cannot run on vilt: it reads images "
-                                          r"\(pixel_values\), and this task feeds detector "
-                                          r"region features") as info:
+    # pre-training feeds ViLT the images, but masked object prediction needs region states
+    with pytest.raises(ConfigError, match=r"pre-training objective 'mask_obj' .* cannot run on "
+                                          r"vilt: a masked-region objective does not apply to "
+                                          r"patches") as info:
         train("vilt", "pretrain", data_dir=str(small_world), out=tmp_path / "runs")
     assert "\n" not in str(info.value)
     assert not any((tmp_path / "runs").glob("*"))
-    with pytest.raises(ConfigError, match="cannot run on vilt: a masked-region objective does "
-                                          "not apply to patches"):
-        SPEC.require({REGION_STATES}, "objective 'mask_obj'")
 
 
 def test_listed_and_sized():
@@ -458,3 +455,17 @@ def test_listed_and_sized():
         count = sum(p.numel() for p in SPEC.build(config).parameters())
     assert count == 2_611_200  # LXMERT tiny: 2.72M at 1000 words and 64-d regions
     assert model_entry("vilt").parameter_count() > 100_000_000  # ViLT-B/32
+
+
+def test_a_one_image_checkpoint_fits_nlvr2s_modality_table_as_vilt_grows_it():
+    """ViLT's NLVR2 fine-tuning gives the second image a modality row copied from the first
+    image's; a run with fewer image types keeps the checkpoint's first rows."""
+    table = torch.randn(2, 8)
+    other = torch.randn(3, 3)
+    grown = fit_checkpoint({MODALITY_TABLE: table, "other": other},
+                           ViltConfig.from_preset("tiny", num_images=2, modality_type_vocab_size=3))
+    assert grown["other"] is other and grown[MODALITY_TABLE].shape == (3, 8)
+    assert torch.equal(grown[MODALITY_TABLE][:2], table)
+    assert torch.equal(grown[MODALITY_TABLE][2], table[1])
+    cut = fit_checkpoint({MODALITY_TABLE: grown[MODALITY_TABLE]}, ViltConfig.from_preset("tiny"))
+    assert torch.equal(cut[MODALITY_TABLE], table)

@@ -37,7 +37,7 @@ from vlbench.models.heads import NLVR2Head
 from vlbench.registry import register_task
 from vlbench.tasks.nlvr2.scoring import read_nlvr2_predictions, score_nlvr2, sentence_group
 from vlbench.tasks.nlvr2.synth import NLVR2_PART
-from vlbench.tasks.qa import IMAGE_INPUTS, encode_inputs, pixel_inputs
+from vlbench.tasks.qa import IMAGE_INPUTS, encode_inputs, images_record, pixel_inputs
 from vlbench.tasks.text_baseline import task_predictions
 
 #: LXMERT's preprocessed files name dev "valid" and test1 "test"
@@ -99,6 +99,7 @@ class NLVR2Task(Task):
     # Regions or pixels, whichever the backbone reads (chosen in build_model).
     requires = frozenset()
     image_inputs = IMAGE_INPUTS
+    images_per_example = 2  # left and right
     #: where a real data directory keeps the images (relative to it, first found wins)
     image_folders: ClassVar[tuple[str, ...]] = ("nlvr2/images", "images")
     # Official consistency: the share of sentences whose image pairs are all answered right
@@ -224,8 +225,11 @@ class NLVR2Task(Task):
         self.pixels = pixel_inputs(self, spec, backbone.config, "nlvr2")
         return NLVR2Model(backbone, {"nlvr2": spec.head("nlvr2", backbone.config, lxmert_nlvr2_head)})
 
+    def input_record(self, spec: ModelSpec, model_config: Any) -> dict[str, Any]:
+        return images_record(pixel_inputs(self, spec, model_config, "nlvr2"))
+
     def data_record(self) -> dict[str, Any]:
-        return {"images": dict(self.pixels.record)} if self.pixels is not None else {}
+        return images_record(self.pixels)
 
     def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return F.cross_entropy(logits.float(), batch["target"], ignore_index=-1)

@@ -6,14 +6,19 @@ captions carry no label, QA sentences one label each. ``collate`` applies the ob
 corruptions (matching, word masking, region masking) with torch's global RNG while training
 -- the trainer saves and restores it, so a resumed run draws the same masks -- and with a
 generator seeded by the example ids while validating, so every epoch is scored on the same
-masks. The model is the backbone plus LXMERT's pre-training heads; ``loss`` returns one named,
-weighted loss per objective (and per visual sub-loss), which the trainer sums and logs.
+masks. The model is the backbone plus its family's pre-training heads; ``loss`` returns one
+named, weighted loss per objective (and per visual sub-loss), which the trainer sums and logs.
+
+A backbone that reads pixels (ViLT) gets the images instead of region features (on the
+embedded world, the pictures of the GQA and VQA scenes the corpus describes); masked object
+prediction, which needs region states, is refused for it with the family's reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vlbench.data.images import PixelBatcher, task_pixels
 from vlbench.data.jsonio import read_json
-from vlbench.engine.backbone import ModelSpec
+from vlbench.engine.backbone import PIXEL_INPUTS, REGION_INPUTS, ModelSpec
 from vlbench.engine.task import Task, TaskModel
 from vlbench.errors import ConfigError, DataError
 from vlbench.registry import OBJECTIVES, register_task
@@ -103,6 +109,13 @@ class PretrainTask(Task):
     config_class = PretrainConfig
     primary_metric = "neg_loss"
     synthetic_part = PRETRAIN_PART
+    # Regions or pixels, whichever the backbone reads (chosen in build_model).
+    requires = frozenset()
+    image_inputs = (REGION_INPUTS, PIXEL_INPUTS)
+    #: where a real data directory keeps the corpus's images (first found wins)
+    image_folders = ("pretrain/images", "images")
+    #: the world's parts whose pictured scenes the synthetic corpus describes
+    pictured_parts = ("gqa", "vqa")
 
     def __init__(self, config: PretrainConfig, data: Any):
         super().__init__(config, data)
@@ -119,6 +132,7 @@ class PretrainTask(Task):
         # Sizes of the object / attribute heads (the model's, once built): labels outside
         # them get no target.
         self.label_space = (1600, 400)
+        self.pixels: PixelBatcher | None = None  # set by build_model for a pixel backbone
 
     @classmethod
     def default_overrides(cls, data: Any) -> dict[str, Any]:
@@ -205,12 +219,15 @@ class PretrainTask(Task):
         for objective in self.objectives:
             objective.prepare_text(batch, ctx)
         batch.update(self.tokenizer.encode_batch(batch["sentences"]))
-        feats, boxes, mask = self.features.batch(batch["img_ids"], self.max_boxes)
-        batch["visual_feats"] = torch.as_tensor(feats, dtype=torch.float32)
-        batch["visual_pos"] = torch.as_tensor(boxes, dtype=torch.float32)
-        batch["visual_attention_mask"] = torch.as_tensor(mask, dtype=torch.long)
-        if "mask_obj" in self.config.objectives:
-            batch.update(self._region_labels(batch["img_ids"], feats.shape[1]))
+        if self.pixels is not None:  # matching swaps sentences, so the images stay the ids'
+            batch.update(self.pixels(batch["img_ids"]))
+        else:
+            feats, boxes, mask = self.features.batch(batch["img_ids"], self.max_boxes)
+            batch["visual_feats"] = torch.as_tensor(feats, dtype=torch.float32)
+            batch["visual_pos"] = torch.as_tensor(boxes, dtype=torch.float32)
+            batch["visual_attention_mask"] = torch.as_tensor(mask, dtype=torch.long)
+            if "mask_obj" in self.config.objectives:
+                batch.update(self._region_labels(batch["img_ids"], feats.shape[1]))
         for objective in self.objectives:
             objective.prepare(batch, ctx)
         return batch
@@ -241,7 +258,6 @@ class PretrainTask(Task):
 
     # -- model -----------------------------------------------------------------------------
     def build_model(self, backbone: nn.Module, spec: ModelSpec) -> nn.Module:
-        spec.require(type(self).requires, "task 'pretrain'")  # its batches hold region features
         for objective in self.objectives:
             if set(objective.requires) - spec.provides:
                 spec.require(objective.requires, f"pre-training objective '{objective.name}' "
@@ -254,7 +270,22 @@ class PretrainTask(Task):
             self.label_space = (backbone.config.num_object_labels, backbone.config.num_attr_labels)
         heads = spec.pretraining_heads(backbone.config, backbone, decoders,
                                        len(self.answers) if self.needs_qa else 0)
+        self.pixels = self._pixels(spec, backbone.config)
         return PretrainModel(backbone, {"pretraining": heads})
+
+    def _pixels(self, spec: ModelSpec, config: Any) -> PixelBatcher | None:
+        """None for a backbone that reads regions; else the corpus's images at its size."""
+        if self.image_input(spec, "task 'pretrain'") == REGION_INPUTS:
+            return None
+        return task_pixels(self.data, self.pictured_parts, self.image_folders, config.image_size,
+                           self.image_ids(), say=lambda msg: print(msg, file=sys.stderr))
+
+    def input_record(self, spec: ModelSpec, model_config: Any) -> dict[str, Any]:
+        pixels = self._pixels(spec, model_config)
+        return {"images": dict(pixels.record)} if pixels is not None else {}
+
+    def data_record(self) -> dict[str, Any]:
+        return {"images": dict(self.pixels.record)} if self.pixels is not None else {}
 
     @classmethod
     def applicable_objectives(cls, spec: ModelSpec

@@ -95,8 +95,10 @@ MetricOpt = Annotated[str | None, typer.Option(
     "--metric", help="Metric to sort and plot by (default: the task's primary metric).")]
 GroupOpt = Annotated[list[str] | None, typer.Option(
     "--group-by", help="Keys that define a row (repeat or comma-separate; default: model, "
-    "variant, objectives). Task and data fingerprint are always added. Dotted paths into "
-    "run.json work, e.g. config.train.lr.")]
+    "variant, objectives). Task and data fingerprint are always added; a table's sections are "
+    "its benchmarks (the questions' fingerprint), so runs on other visual inputs are ranked "
+    "together: add 'inputs' (regions, grid features or pixels) to name them. Dotted paths "
+    "into run.json work, e.g. config.train.lr.")]
 FilterOpt = Annotated[list[str] | None, typer.Option(
     "--filter", help="Keep runs with key=value (or key!=value); repeatable.")]
 ReferenceOpt = Annotated[list[str] | None, typer.Option(

@@ -136,14 +136,18 @@ def crowded_note(store: FeatureStore, max_boxes: int, box_order: str) -> str | N
 # -- the check training runs first ------------------------------------------------------------
 
 
-def preflight(task: Task, data: DataSource, cfg: RunConfig, say: Say = print) -> FeatureStore:
-    """Read every split and audit the features before a run builds anything.
+def preflight(task: Task, data: DataSource, cfg: RunConfig, say: Say = print,
+              regions: bool = True) -> FeatureStore | None:
+    """Read every split and audit the features (a run that reads ``regions``) before a run
+    builds anything.
 
     Raises :class:`DataError` with the first problem; says the warnings once. Cheap when the
     feature cache exists (the audit is stored with it) and the task keeps what it read.
     """
     for split in dict.fromkeys([task.train_split, *task.eval_splits]):
         task.examples(split)
+    if not regions:
+        return None
     store = open_store(data, cfg.data)
     notes = [*store.warnings(), crowded_note(store, cfg.data.max_boxes, cfg.data.box_order)]
     for note in notes:

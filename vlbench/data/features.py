@@ -98,6 +98,21 @@ def box_overhang(boxes: np.ndarray, img_w: float, img_h: float) -> np.ndarray:
     return np.maximum(below, above).max(axis=1)
 
 
+class NoRegions:
+    """The feature store of a run whose model reads pixels instead: it holds no image, and no
+    feature file is opened, so a data directory needs none for such a run."""
+
+    fingerprint = "none"
+    feat_dim = 0
+    meta: dict[str, Any] = {}
+
+    def __contains__(self, image_id: object) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return 0
+
+
 class FeatureStore:
     """Read-only region features for a fixed set of images, backed by memory-mapped arrays."""
 

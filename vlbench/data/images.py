@@ -93,21 +93,32 @@ class PixelBatcher:
         return {"pixel_values": values, "pixel_mask": mask}
 
 
-def task_pixels(data: Any, part: str | None, folders: Sequence[str], size: int,
+def task_pixels(data: Any, part: str | Sequence[str] | None, folders: Sequence[str], size: int,
                 image_ids: set[str], say: Any = None) -> PixelBatcher:
     """The pixel batcher of a task over ``data`` (a ``DataSource``), at the model's ``size``.
 
-    A synthetic world's images are those of its part ``part`` (drawn now if it has none);
+    A synthetic world's images are those of its part ``part``, or of several parts (the
+    pre-training corpus pictures the scenes of GQA's and VQA's), drawn now if it has none;
     elsewhere the first of ``folders`` (relative to the data root) that exists. Every id in
     ``image_ids`` must have a file: refused up front, naming a few that have none.
     """
-    if data.synthetic and part is not None:
+    parts = [part] if isinstance(part, str) else list(part or [])
+    if data.synthetic and parts:
         from vlbench.data.synth.images import ensure_images
 
-        entry = ensure_images(data.root, [part], say=say).images[part]
-        folder = data.root / entry["folder"]
-        record = {key: entry[key] for key in ("folder", "size", "count", "fingerprint")}
-        files = index_images(folder)
+        manifest = ensure_images(data.root, parts, say=say)
+        entries = [manifest.images[p] for p in parts]
+        folder = data.root / entries[0]["folder"]
+        files = {}
+        for entry in entries:
+            files.update(index_images(data.root / entry["folder"]))
+        record = {key: entries[0][key] for key in ("folder", "size", "count", "fingerprint")}
+        if len(entries) > 1:  # one record for the union: folders listed, fingerprints hashed
+            record.update(
+                folder=",".join(e["folder"] for e in entries),
+                count=sum(e["count"] for e in entries),
+                fingerprint="sha256:" + hashlib.sha256(
+                    "\0".join(e["fingerprint"] for e in entries).encode()).hexdigest())
     else:
         found = [data.root / f for f in folders if (data.root / f).is_dir()]
         if not found:

@@ -32,7 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vlbench.data.source import DataSource, resolve_data
-from vlbench.engine.session import resolve_config
+from vlbench.engine.backbone import model_entry
+from vlbench.engine.session import inputs_read, resolve_config
 from vlbench.errors import CheckpointError, ConfigError, VLBenchError
 from vlbench.registry import TASKS
 from vlbench.results.leaderboard import mean_or_none as mean
@@ -187,19 +188,22 @@ class Cell:
         return f"{self.kind}-{self.key[:16]}"
 
 
-def resolved_config(model: str, task: str, data: DataSource, overrides: dict[str, str]) -> dict[str, Any]:
-    """The run config a ``train`` of (model, task) with ``overrides`` resolves to (as a dict)."""
+def resolved_config(model: str, task: str, data: DataSource, overrides: dict[str, str]
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The run config a ``train`` of (model, task) with ``overrides`` resolves to (as a dict),
+    and the fingerprints of what it reads beyond the data directory (``session.inputs_read``)."""
     cfg = resolve_config(model, task, data, overrides)
     cfg.data.source = data.label
-    return cfg.identity()
+    return cfg.identity(), inputs_read(model_entry(model), TASKS.get(task)(cfg.task, data), cfg,
+                                       task)
 
 
 def cell_key(kind: str, model: str, task: str, seed: int, config: dict[str, Any], data: DataSource,
-             init: Cell | None) -> str:
+             init: Cell | None, read: dict[str, str] | None = None) -> str:
     """Content hash of everything that determines a cell's result."""
     payload = {"kind": kind, "model": model, "task": task, "seed": seed, "config": config,
                "data": data.manifest.get("fingerprint") or data.label,
-               "init": init.key if init else None}
+               "init": init.key if init else None, **({"read": read} if read else {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -228,8 +232,8 @@ def plan(spec: AblationSpec, data: DataSource) -> tuple[list[Cell], dict[str, di
 
     def get(kind: str, model: str, task: str, seed: int, overrides: dict[str, str], init: Cell | None,
             label: str) -> Cell:
-        config = resolved_config(model, task, data, overrides)
-        key = cell_key(kind, model, task, seed, config, data, init)
+        config, read = resolved_config(model, task, data, overrides)
+        key = cell_key(kind, model, task, seed, config, data, init, read)
         cell = cells.setdefault(key, Cell(kind, model, task, seed, overrides, config, key, init=init))
         if label not in cell.variants:
             cell.variants.append(label)

@@ -78,10 +78,12 @@ class Backbone(Protocol):
 
 @dataclass(frozen=True)
 class DataFacts:
-    """What the data tells a model config: the tokenizer's size and the regions' shape."""
+    """What the data tells a model config: the tokenizer's size, the regions' shape and how
+    many images an example holds (NLVR2: two, encoded as adjacent rows)."""
 
     vocab_size: int
     feat_dim: int
+    images_per_example: int = 1
 
 
 class ModelConfig(Protocol):
@@ -112,8 +114,11 @@ class ModelSpec:
     needs it. ``pretraining_heads(config, backbone, visual_decoders, num_answers)`` builds the
     module behind ``heads.pretraining.*`` (``num_answers`` 0: no QA head). ``task_heads``
     replaces a task's shared head by the family's own (``{"qa": build(config, num_answers)}``,
-    as VisualBERT's classifier); tasks ask through :meth:`head`. ``revision`` is bumped when a
-    code change alters the family's results (``vlbench train --reuse`` then trains again).
+    as VisualBERT's classifier); tasks ask through :meth:`head`. ``fit_checkpoint(tensors,
+    config)`` makes a checkpoint's backbone tensors fit a run's config where the family knows
+    how (ViLT grows its modality table for NLVR2's second image); without it they must fit as
+    they are. ``revision`` is bumped when a code change alters the family's results
+    (``vlbench train --reuse`` then trains again).
     """
 
     family: str
@@ -127,6 +132,7 @@ class ModelSpec:
     refusals: Mapping[str, str] = field(default_factory=dict)
     pretraining_heads: Callable[..., nn.Module] | None = None
     task_heads: Mapping[str, Callable[..., nn.Module]] = field(default_factory=dict)
+    fit_checkpoint: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
     default_preset: str = "base"
     revision: int = 1
 

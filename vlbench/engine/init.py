@@ -57,6 +57,9 @@ def apply_init(session: Session, path: str | Path, say: Say = print) -> dict[str
         # Rebuild with the checkpoint's shapes, from the run's seed as a fresh model would be.
         seed_everything(session.seed, session.cfg.train.deterministic)
         session.model = session.build_model()
+    fit = session.entry.spec.fit_checkpoint
+    if fit is not None:
+        backbone = fit(backbone, session.cfg.model)
     load_backbone(session.model, backbone, source.path / WEIGHTS_FILE)
     say(f"Initialised the backbone from {source.path} ({len(backbone)} tensors)")
 

@@ -7,9 +7,10 @@ finishes. So a regeneration that stops half-way resumes where it stopped, in thi
 the next, and only what changed is trained again.
 
 The key covers the fully resolved config, the seed, the data (a synthetic world's content
-fingerprint; a real data directory's path), the model family's and the task's ``revision``
-(bumped by a plugin when its code changes results) and the torch version (numerics differ
-across releases).
+fingerprint; a real data directory's path), what the run reads besides it (``read``: the
+content fingerprint of a feature TSV named by ``data.features``, the images a pixel model
+reads), the model family's and the task's ``revision`` (bumped by a plugin when its code
+changes results) and the torch version (numerics differ across releases).
 """
 
 from __future__ import annotations
@@ -27,18 +28,25 @@ from vlbench.engine.backbone import model_entry
 from vlbench.registry import TASKS
 
 
-def inputs_key(model: str, task: str, seed: int, config: dict[str, Any], data: DataSource) -> dict[str, Any]:
-    """What determines a run's result, and its hash (``key``); stored in run.json as ``inputs``."""
+def inputs_key(model: str, task: str, seed: int, config: dict[str, Any], data: DataSource,
+               read: dict[str, str] | None = None) -> dict[str, Any]:
+    """What determines a run's result, and its hash (``key``); stored in run.json as ``inputs``.
+
+    ``read`` names the fingerprints of inputs beyond the data directory's own (see
+    ``session.inputs_read``); empty for a run on the world's detector features, whose key
+    stays what it was before such inputs existed.
+    """
     inputs = {
         "model": model, "family": model_entry(model).family, "task": task, "seed": seed,
         "config": config,
         "data": data.manifest.get("fingerprint") or data.label,
         "revisions": {"model": model_entry(model).spec.revision, "task": TASKS.get(task).revision},
         "torch": torch.__version__.split("+")[0],
+        **({"read": read} if read else {}),
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
-    return {"key": digest, "data": inputs["data"], "revisions": inputs["revisions"],
-            "torch": inputs["torch"]}
+    return {"key": digest, **{k: inputs[k] for k in ("data", "read", "revisions", "torch")
+                              if k in inputs}}
 
 
 def runs_in(out: Path) -> list[tuple[Path, dict[str, Any]]]:

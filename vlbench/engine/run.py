@@ -24,6 +24,7 @@ from vlbench.engine.session import (
     planned_inputs,
     seed_everything,
 )
+from vlbench.engine.task import hash_examples, questions_fingerprint
 from vlbench.engine.trainer import BEST, LAST, Trainer
 from vlbench.errors import CheckpointError, ConfigError, DataError
 from vlbench.results.records import write_json_atomic
@@ -34,10 +35,7 @@ def data_fingerprint(session: Session) -> str:
     and what the task records about other data it reads (e.g. the images' fingerprint)."""
     h = hashlib.sha256(session.features.fingerprint.encode())
     task = session.task
-    for split in [task.train_split, *task.eval_splits]:
-        h.update(split.encode())
-        for ex in task.examples(split):
-            h.update(repr(ex).encode())
+    hash_examples(h, task)
     extra = task.data_record()
     if extra:  # nothing added for region-feature runs: their fingerprints stay as they were
         h.update(json.dumps(extra, sort_keys=True).encode())
@@ -60,7 +58,8 @@ def base_record(session: Session) -> dict[str, Any]:
         "objectives": list(session.extra.get("objectives", [])),
         "config": session.cfg.to_dict(),
         "data": {"source": session.data.label, "synthetic": session.data.synthetic,
-                 "fingerprint": data_fingerprint(session), "splits": splits,
+                 "fingerprint": data_fingerprint(session),
+                 "questions": questions_fingerprint(task), "splits": splits,
                  # grid features from `vlbench features extract`: which backbone, which weights
                  "features_meta": getattr(session.features, "meta", {}) or None,
                  **task.data_record()},  # e.g. the images a pixel model reads

@@ -10,7 +10,7 @@ from vlbench.data.jsonio import read_json
 from vlbench.data.source import resolve_data
 from vlbench.engine.backbone import model_entry
 from vlbench.engine.evaluate import write_outputs
-from vlbench.engine.task import Task
+from vlbench.engine.task import Task, questions_fingerprint
 from vlbench.errors import DataError
 from vlbench.registry import TASKS
 from vlbench.results.records import write_json_atomic
@@ -36,9 +36,10 @@ def rescore_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Metrics per split recomputed from ``predictions/``; per-question records are rewritten.
 
     run.json also gets the task's current ``metric_units``, ``category_kinds`` and baselines,
-    so a record of an earlier release describes the per-question rows it now has and carries
-    every baseline the task now defines (its metrics are left to the caller, which keeps the
-    previous ones).
+    and its questions' fingerprint (``data.questions``), so a record of an earlier release
+    describes the per-question rows it now has, carries every baseline the task now defines
+    and joins the leaderboard section of its benchmark (its metrics are left to the caller,
+    which keeps the previous ones).
     """
     run_dir = Path(run_dir)
     record = read_json(run_dir / "run.json")
@@ -57,7 +58,9 @@ def rescore_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         out[split] = metrics
     # Only once every per-question file is rewritten: the description is of the new rows.
     current = read_json(run_dir / "run.json")  # re-read: keep whatever changed meanwhile
-    described = {**current, **metric_description(task_cls), "baselines": task_baselines(task)}
+    described = {**current, **metric_description(task_cls), "baselines": task_baselines(task),
+                 # the benchmark's fingerprint, for records made before runs carried it
+                 "data": {**current["data"], "questions": questions_fingerprint(task)}}
     if described != current:
         write_json_atomic(run_dir / "run.json", described)
     return out

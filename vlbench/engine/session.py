@@ -22,10 +22,11 @@ from torch import nn
 
 from vlbench.config import RunConfig, build_config, config_from_dict
 from vlbench.data.check import preflight
+from vlbench.data.features import FeatureStore, NoRegions
 from vlbench.data.jsonio import read_json
 from vlbench.data.source import DataSource, cache_root, resolve_data
 from vlbench.data.tokenizer import WordPieceTokenizer, build_tokenizer
-from vlbench.engine.backbone import DataFacts, ModelEntry, model_entry
+from vlbench.engine.backbone import REGION_INPUTS, DataFacts, ModelEntry, model_entry
 from vlbench.engine.reuse import inputs_key
 from vlbench.engine.task import Task, default_layers
 from vlbench.errors import ConfigError, DataError
@@ -119,18 +120,23 @@ def new_session(model: str, task: str, *, data_dir: str | None = None, seed: int
     data = resolve_data(data_dir, say=say)
     cfg = resolve_config(model, task, data, overrides)
     cfg.data.source = data.label
-    inputs = inputs_key(model, task, seed, cfg.identity(), data)
-    seed_everything(seed, cfg.train.deterministic)
     task_obj = task_cls(cfg.task, data)
-    preflight(task_obj, data, cfg, say=say)  # every reader and the feature audit: fail in seconds
+    inputs = inputs_key(model, task, seed, cfg.identity(), data,
+                        inputs_read(entry, task_obj, cfg, task))
+    seed_everything(seed, cfg.train.deterministic)
+    regions = reads_regions(entry, task_obj, task)
+    # every reader and the feature audit: fail in seconds
+    preflight(task_obj, data, cfg, say=say, regions=regions)
     check_splits(cfg, task_obj)
     tokenizer = build_tokenizer(cfg.data.vocab, task_obj.training_texts(), cfg.data.vocab_size,
                                 cfg.data.max_seq_len)
-    features = open_features(data, cfg)
-    entry.spec.fit_to_data(cfg.model, DataFacts(tokenizer.vocab_size, features.feat_dim), overrides)
+    features = open_features(data, cfg) if regions else NoRegions()
+    facts = DataFacts(tokenizer.vocab_size, features.feat_dim, task_obj.images_per_example)
+    entry.spec.fit_to_data(cfg.model, facts, overrides)
     cfg.model.validate()
     task_obj.setup(tokenizer, features, max_boxes=cfg.data.max_boxes)
-    check_images(task_obj, features)
+    if regions:  # a pixel model's images are checked as its batcher is made
+        check_images(task_obj, features)
     seed_everything(seed, cfg.train.deterministic)
     model_obj = task_obj.build_model(entry.spec.build(cfg.model), entry.spec)
     run_dir = Path(out) / new_run_id(task, model, seed)
@@ -149,7 +155,22 @@ def planned_inputs(model: str, task: str, *, data_dir: str | None, seed: int,
     data = resolve_data(data_dir, say=say)
     cfg = resolve_config(model, task, data, dict(overrides))
     cfg.data.source = data.label
-    return inputs_key(model, task, seed, cfg.identity(), data)
+    read = inputs_read(model_entry(model), TASKS.get(task)(cfg.task, data), cfg, task)
+    return inputs_key(model, task, seed, cfg.identity(), data, read)
+
+
+def inputs_read(entry: ModelEntry, task: Task, cfg: RunConfig, name: str) -> dict[str, str]:
+    """Fingerprints of what a run reads beyond its data directory's own files, for its reuse
+    key: the feature TSVs ``data.features`` names (re-extracting into the same path makes
+    another run) and the images a pixel backbone reads. Empty for a run on the data
+    directory's region features. ``name`` is the task's, for refusals."""
+    read = {}
+    if cfg.data.features and reads_regions(entry, task, name):
+        read["features"] = open_features(task.data, cfg).fingerprint
+    images = task.input_record(entry.spec, cfg.model).get("images")
+    if images:
+        read["images"] = images["fingerprint"]
+    return read
 
 
 def open_session(run_dir: str | Path, *, data_dir: str | None = None, say: Say = print) -> Session:
@@ -163,10 +184,11 @@ def open_session(run_dir: str | Path, *, data_dir: str | None = None, say: Say =
     data = resolve_data(source, say=say)
     task_obj = task_cls(cfg.task, data)
     tokenizer = WordPieceTokenizer.load(run_dir / "tokenizer.json", cfg.data.max_seq_len)
-    features = open_features(data, cfg)
+    features = open_features(data, cfg) if reads_regions(entry, task_obj, record["task"]) else NoRegions()
     # The run's word table may be larger than its tokenizer (an explicit vocab_size): keep it.
     fitted = dataclasses.replace(cfg.model)
-    entry.spec.fit_to_data(fitted, DataFacts(tokenizer.vocab_size, features.feat_dim),
+    entry.spec.fit_to_data(fitted, DataFacts(tokenizer.vocab_size, features.feat_dim,
+                                             task_obj.images_per_example),
                            {"model.vocab_size": cfg.model.vocab_size})
     if fitted != cfg.model:
         changed = [k for k, v in dataclasses.asdict(fitted).items() if getattr(cfg.model, k) != v]
@@ -182,9 +204,13 @@ def open_session(run_dir: str | Path, *, data_dir: str | None = None, say: Say =
                    tokenizer, features, model_obj, pick_device(cfg.train.device), {"record": record})
 
 
-def open_features(data: DataSource, cfg: RunConfig) -> Any:
-    from vlbench.data.features import FeatureStore
+def reads_regions(entry: ModelEntry, task: Task, name: str) -> bool:
+    """Whether ``task`` feeds ``entry``'s backbone region features (else its images: the run
+    opens no feature file)."""
+    return task.image_input(entry.spec, f"task '{name}'") == REGION_INPUTS
 
+
+def open_features(data: DataSource, cfg: RunConfig) -> Any:
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else cache_root() / "features"
     return FeatureStore.open(data.feature_files(cfg.data.features), cache,
                              duplicate_ids=cfg.data.duplicate_ids, box_order=cfg.data.box_order)

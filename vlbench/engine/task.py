@@ -8,6 +8,7 @@ registers itself with ``@register_task("name")``.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
@@ -64,6 +65,9 @@ class Task(ABC):
     #: features and boxes) and/or ``PIXEL_INPUTS`` (the images). A task that can feed either
     #: leaves them out of ``requires`` and asks :meth:`image_input` in ``build_model``.
     image_inputs: ClassVar[tuple[str, ...]] = (REGION_INPUTS,)
+    #: images per example, fed as that many adjacent (text, image) rows (NLVR2: 2); a
+    #: model config sized by it learns of it through ``DataFacts``
+    images_per_example: ClassVar[int] = 1
     #: this task's part of the embedded synthetic world (``vlbench.data.synth.parts``), or None
     synthetic_part: ClassVar[Any] = None
 
@@ -160,6 +164,12 @@ class Task(ABC):
         spec.require(frozenset(self.image_inputs[:1]), who)
         raise AssertionError("unreachable: require refused")  # pragma: no cover
 
+    def input_record(self, spec: ModelSpec, model_config: Any) -> dict[str, Any]:
+        """What :meth:`data_record` will hold once ``build_model`` has made a model of ``spec``
+        with ``model_config``, known before any run starts (for its reuse key); ``{}`` when
+        the task feeds only the feature store."""
+        return {}
+
     def data_record(self) -> dict[str, Any]:
         """What the run records about the data the task reads besides the feature store and
         its examples, e.g. ``{"images": {"folder", "size", "fingerprint"}}`` when it feeds
@@ -214,3 +224,19 @@ def default_layers(task_cls: type[Task], data: DataSource) -> list[tuple[str, di
     if data.synthetic:
         layers.append(("task synthetic defaults", task_cls.synthetic_overrides()))
     return layers
+
+
+def questions_fingerprint(task: Task) -> str:
+    """Content hash of the task's examples alone (questions, labels, image ids): the benchmark
+    a run is scored on, whatever visual input it reads. Runs with equal values are ranked
+    and compared in one leaderboard section."""
+    return "sha256:" + hash_examples(hashlib.sha256(), task).hexdigest()
+
+
+def hash_examples(h: Any, task: Task) -> Any:
+    """Feed ``h`` every example of the task's training and evaluation splits; returns it."""
+    for split in [task.train_split, *task.eval_splits]:
+        h.update(split.encode())
+        for ex in task.examples(split):
+            h.update(repr(ex).encode())
+    return h

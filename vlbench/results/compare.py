@@ -175,16 +175,16 @@ def _split(a: Side, b: Side, split: str | None) -> str:
 
 
 def check_comparable(a: Side, b: Side) -> None:
-    """Refuse sides on different tasks or data (one-line DataError saying which)."""
+    """Refuse sides on different tasks or questions (one-line DataError saying which)."""
     if a.first.task != b.first.task:
         raise DataError(f"cannot compare: {a.label} is {a.first.task}, {b.label} is "
                         f"{b.first.task}; compare runs of one task")
-    if a.first.fingerprint != b.first.fingerprint:
+    if a.first.benchmark != b.first.benchmark:  # other visual inputs on the same questions compare
         raise DataError(
-            f"cannot compare: {a.label} ran on data {a.first.fingerprint} "
+            f"cannot compare: {a.label} ran on questions {a.first.benchmark} "
             f"({display_value(a.first.get('data.source'))}) and {b.label} on "
-            f"{b.first.fingerprint} ({display_value(b.first.get('data.source'))}); "
-            "results on different data are not comparable"
+            f"{b.first.benchmark} ({display_value(b.first.get('data.source'))}); "
+            "results on different questions are not comparable"
         )
 
 
@@ -327,7 +327,7 @@ def compare_sides(
     both, a_only, b_only, neither = discordant(ua, ub)
     first = a.first
     return Comparison(
-        a=a, b=b, task=first.task, split=split, fingerprint=first.fingerprint,
+        a=a, b=b, task=first.task, split=split, fingerprint=first.benchmark,
         synthetic=first.synthetic, metric=head, confidence=confidence, n_resamples=n_resamples,
         n_questions=int(counted(describing(qa, qb)).sum()), metrics=diffs, categories=cats,
         table={"both_right": both, "a_only": a_only, "b_only": b_only, "both_wrong": neither},

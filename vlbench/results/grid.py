@@ -99,8 +99,8 @@ def mark_reference(
 ) -> None:
     """Mark the reference row of each section and fill ``versus`` of the others (in place).
 
-    A section holds one task, split and data fingerprint, so every comparison is on the same
-    questions; the Holm family is the section's compared rows.
+    A section holds one task, split and benchmark (questions' fingerprint), so every
+    comparison is on the same questions; the Holm family is the section's compared rows.
     """
     for section in board.sections:
         rows = [r for r in section.rows if r.kind == "runs" and r.runs]

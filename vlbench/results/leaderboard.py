@@ -1,9 +1,11 @@
 """Leaderboards: group runs, summarise each group over seeds, sort.
 
-A row is one group of runs that differ only by seed: same task, split, data fingerprint and
-grouping keys (model, variant, pre-training objectives by default). A section holds the rows
-of one task, split and data fingerprint: runs on different data are never averaged together
-nor ranked against each other.
+A row is one group of runs that differ only by seed: same task, split, data fingerprint
+(everything the runs read) and grouping keys (model, variant, pre-training objectives by
+default). A section holds the rows of one task, split and benchmark (the questions'
+fingerprint): runs on other questions are never averaged together nor ranked against each
+other, while runs on the same questions with other visual inputs (detector regions, grid
+features, pixels) are, each in its own row.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Row:
     kind: str = "runs"  # or "baseline"
     is_reference: bool = False
     versus: Versus | None = None
+    benchmark: str = ""  # the questions' fingerprint: the section the row belongs to
 
     @property
     def model(self) -> str:
@@ -100,11 +103,11 @@ class Row:
 
 @dataclass
 class Section:
-    """The rows of one task, split and data fingerprint, sorted by the headline metric."""
+    """The rows of one task, split and benchmark, sorted by the headline metric."""
 
     task: str
     split: str
-    fingerprint: str
+    fingerprint: str  # the benchmark's (questions') fingerprint
     metric: str
     metric_names: list[str]
     rows: list[Row]
@@ -281,23 +284,24 @@ def _headline(rows: Sequence[Row], metric: str | None) -> str:
 
 
 def _baseline_rows(runs: Sequence[Run], split: str, group_by: Sequence[str]) -> list[Row]:
-    """One row per answer-prior (or other) baseline stored in the runs, per data fingerprint."""
+    """One row per answer-prior (or other) baseline stored in the runs, per benchmark (they
+    read the questions only)."""
     rows: dict[tuple[str, str], Row] = {}
     for run in runs:
         for name, per_split in (run.record.get("baselines") or {}).items():
             metrics = (per_split or {}).get(split)
-            if not isinstance(metrics, dict) or (name, run.fingerprint) in rows:
+            if not isinstance(metrics, dict) or (name, run.benchmark) in rows:
                 continue
             group = {k: "" for k in group_by}
             # named in the model column, or in the first column when rows are not by model
             group["model" if "model" in group_by or not group_by else group_by[0]] = f"{name} (baseline)"
             values = {k: float(v) for k, v in metrics.items()
                       if isinstance(v, int | float) and not isinstance(v, bool)}
-            rows[(name, run.fingerprint)] = Row(
-                task=run.task, split=split, fingerprint=run.fingerprint, synthetic=run.synthetic,
+            rows[(name, run.benchmark)] = Row(
+                task=run.task, split=split, fingerprint=run.benchmark, synthetic=run.synthetic,
                 source=display_value(run.get("data.source")), group=group, runs=[],
                 metrics={k: Interval(v, None, None, None, 1, None) for k, v in values.items()},
-                kind="baseline",
+                kind="baseline", benchmark=run.benchmark,
             )
     return list(rows.values())
 
@@ -327,6 +331,7 @@ def _group(
                 groups[gkey] = Row(
                     task=run.task, split=s, fingerprint=run.fingerprint, synthetic=run.synthetic,
                     source=display_value(run.get("data.source")), group=shown, runs=[], metrics={},
+                    benchmark=run.benchmark,
                 )
             groups[gkey].runs.append(run)
     return list(groups.values())
@@ -385,7 +390,7 @@ def build_leaderboard(
         row.params = mean_or_none([r.params for r in row.runs])
         row.train_examples_per_s = mean_or_none([r.train_examples_per_s for r in row.runs])
         row.wall_seconds = mean_or_none([r.wall_seconds for r in row.runs])
-        by_section.setdefault((row.task, row.split, row.fingerprint), []).append(row)
+        by_section.setdefault((row.task, row.split, row.benchmark), []).append(row)
     if baselines:
         for (_task, s, _data), rows in by_section.items():
             rows.extend(_baseline_rows([r for row in rows for r in row.runs], s, keys))
@@ -403,6 +408,11 @@ def build_leaderboard(
         names = [head] + [n for n in dict.fromkeys(n for r in rows for n in r.metrics) if n != head]
         rows.sort(key=lambda r: (math.isnan(r.value(head)), -np.nan_to_num(r.value(head))))
         sections.append(Section(t, s, data, head, names, rows))
+        named = Counter(r.label for r in rows if r.kind == "runs")
+        for label in (label for label, n in named.items() if n > 1):
+            notes.append(f"{t} {s}: {named[label]} rows named {label!r} read different inputs "
+                         "(region features, grid features or images); group by inputs too "
+                         "(--group-by model,inputs) to tell them apart")
     board = Leaderboard(sections, keys, confidence, list(problems), notes)
     if reference:
         from vlbench.results.grid import mark_reference

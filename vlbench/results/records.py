@@ -146,7 +146,25 @@ class Run:
 
     @property
     def fingerprint(self) -> str:
+        """Everything the run read: examples, region features or images."""
         return str(self.get("data.fingerprint") or "unknown")
+
+    @property
+    def inputs(self) -> str:
+        """The visual input the run read: ``pixels``, ``grid <backbone> (<weights>)`` for grid
+        features from ``vlbench features extract``, else ``regions`` (a detector's)."""
+        if self.get("data.images"):
+            return "pixels"
+        meta = self.get("data.features_meta")
+        if isinstance(meta, dict) and meta.get("backbone"):
+            return f"grid {meta['backbone']} ({meta.get('weights', 'unknown')})"
+        return "regions"
+
+    @property
+    def benchmark(self) -> str:
+        """The questions the run is scored on (``data.questions``; a record made before runs
+        carried it falls back to :attr:`fingerprint` until ``--rescore`` adds it)."""
+        return str(self.get("data.questions") or self.fingerprint)
 
     @property
     def synthetic(self) -> bool:

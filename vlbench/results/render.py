@@ -127,7 +127,7 @@ def to_markdown(board: Leaderboard) -> str:
     out = [f"# {board.title}", ""]
     for section in board.sections:
         headers, body = section_table(board, section)
-        out += [f"## {section.title}", "", f"Data: {section.source} ({section.fingerprint})", "",
+        out += [f"## {section.title}", "", f"Data: {section.source} (questions {section.fingerprint})", "",
                 _md_row(headers),
                 "|" + "|".join("---" for _ in headers) + "|"]
         out += [_md_row([c.text for c in cells]) for cells in body]

@@ -12,7 +12,7 @@ from vlbench.results.records import Run, lookup
 
 # Keys a run always answers (beyond dotted paths into run.json).
 KNOWN_KEYS = ("task", "model", "variant", "seed", "objectives", "fingerprint", "source",
-              "synthetic", "status", "run_id")
+              "synthetic", "status", "run_id", "inputs")
 
 
 def display_value(value: Any) -> str:
@@ -41,6 +41,8 @@ def run_value(run: Run, key: str) -> Any:
         return run.synthetic
     if key == "fingerprint":
         return run.fingerprint
+    if key == "inputs":
+        return run.inputs
     return lookup(run.record, key)
 
 

@@ -84,6 +84,7 @@ def write_run(
     metrics: dict[str, dict[str, Any]] | None = None,
     synthetic: bool = True,
     fingerprint: str = "sha256:" + "a" * 64,
+    questions: str | None = None,
     params: int = 1_000_000,
     train_examples_per_s: float = 800.0,
     wall_seconds: float = 120.0,
@@ -99,7 +100,8 @@ def write_run(
     ``scores`` maps split -> per-question scores: per-question files are written and, unless
     ``metrics`` is given, the record's metrics are computed from them. ``metric_units`` and
     ``category_kinds`` default to what the registered task declares, as the engine writes
-    them (none for a task that is not registered).
+    them (none for a task that is not registered). ``questions`` (the benchmark's
+    fingerprint) is left out unless given, as in records made before runs carried it.
     """
     run_dir = Path(root) / name
     described = _description(task)
@@ -129,7 +131,8 @@ def write_run(
         "objectives": list(objectives),
         "config": config or {"model": {}, "task": {}, "train": {"lr": 1e-4}, "data": {}},
         "data": {"source": "synthetic" if synthetic else "/data/real", "synthetic": synthetic,
-                 "fingerprint": fingerprint, "splits": {}},
+                 "fingerprint": fingerprint, "splits": {},
+                 **({"questions": questions} if questions else {})},
         "metrics": metrics,
         "primary_metric": "accuracy",
         **described,
