@@ -241,6 +241,22 @@ def test_bad_input_is_one_line(case: str, error: type, message: str, image_dir: 
     assert "\n" not in str(err.value)
 
 
+def test_images_in_subfolders_are_read_and_a_repeated_id_is_refused(tmp_path: Path):
+    """NLVR2 keeps its training images in numbered subfolders, COCO in train2014/ val2014/."""
+    from vlbench.data.extract import list_images
+
+    images = tmp_path / "train"
+    for i, sub in enumerate(["0", "0", "1", "10", ".cache"]):
+        (images / sub).mkdir(parents=True, exist_ok=True)
+        _draw(images / sub / f"train-{i}-img0.png", i)
+    assert [p.relative_to(images).as_posix() for p in list_images(images)] == [
+        "0/train-0-img0.png", "0/train-1-img0.png", "1/train-2-img0.png", "10/train-3-img0.png"]
+    _draw(images / "train-2-img0.jpg", 9)
+    with pytest.raises(DataError, match=r"1/train-2-img0.png and train-2-img0.jpg both give "
+                                        r"image id 'train-2-img0'"):
+        list_images(images)
+
+
 def test_an_unreadable_image_is_named_and_the_rest_resumes(image_dir: Path, tmp_path: Path):
     images = tmp_path / "images"
     images.mkdir()

@@ -438,8 +438,8 @@ def test_other_visual_inputs_on_the_same_questions_share_a_section(tmp_path: Pat
                             scores={"testdev": _scores(rng, accuracy)},
                             baselines={"prior": {"testdev": {"accuracy": 21.0}}})
             record = read_run(run).record
-            record["data"]["features_meta"] = (
-                {"backbone": backbone, "weights": "random"} if backbone else None)
+            record["data"]["features_meta"] = (  # per feature file, as runs record it
+                {"/f/grid.tsv": {"backbone": backbone, "weights": "random"}} if backbone else None)
             if model == "vilt":
                 record["data"]["images"] = {"folder": "gqa/images", "fingerprint": "sha256:e"}
             write_json_atomic(run / "run.json", record)

@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BOARDS = ROOT / "leaderboards"
 TABLES = ["gqa.md", "gqa.csv", "vqa.md", "vqa.csv", "nlvr2.md", "nlvr2.csv", "xlayers_gqa.md",
-          "xlayers_gqa.csv", "ablation_gqa.md", "ablation_gqa.csv"]
+          "xlayers_gqa.csv", "ablation_gqa.md", "ablation_gqa.csv",
+          *(f"inputs_{task}.{ext}" for task in ("gqa", "vqa", "nlvr2") for ext in ("md", "csv"))]
 
 
 @pytest.mark.slow

@@ -93,26 +93,30 @@ def image_id(path: str | os.PathLike) -> str:
 
 
 def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Path]:
-    """Image files directly in ``folder`` (by :data:`IMAGE_SUFFIXES`), sorted by name.
+    """Image files under ``folder`` at any depth (by :data:`IMAGE_SUFFIXES`; NLVR2 keeps its
+    training images in numbered subfolders), sorted by path; hidden files and folders are
+    skipped.
 
-    ``limit`` keeps the first N. Two files with one id (``a.jpg`` and ``a.png``) are an error:
-    the TSV holds one row per id.
+    ``limit`` keeps the first N. Two files with one id (``a.jpg`` and ``sub/a.png``) are an
+    error: the TSV holds one row per id.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"--images {folder}: no such directory; point it at a folder of image files")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: extract at least one image")
-    files = sorted(p for p in folder.iterdir()
-                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    files = sorted((p for p in folder.rglob("*")
+                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
+                   key=lambda p: p.relative_to(folder).parts)
     if not files:
-        raise DataError(f"--images {folder}: holds no image files ({', '.join(IMAGE_SUFFIXES)}); "
-                        "images in subfolders are not read: point --images at the folder that holds them")
+        raise DataError(f"--images {folder}: holds no image files ({', '.join(IMAGE_SUFFIXES)}) "
+                        "at any depth; point --images at the folder of your images")
     seen: dict[str, Path] = {}
     for p in files:
         other = seen.setdefault(image_id(p), p)
         if other is not p:
-            raise DataError(f"{folder}: {other.name} and {p.name} both give image id '{image_id(p)}' "
+            raise DataError(f"{folder}: {other.relative_to(folder)} and {p.relative_to(folder)} both give image id '{image_id(p)}' "
                             "(the id is the file name without its extension); keep one of them")
     return files[:limit] if limit is not None else files
 

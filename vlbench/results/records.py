@@ -155,10 +155,11 @@ class Run:
         features from ``vlbench features extract``, else ``regions`` (a detector's)."""
         if self.get("data.images"):
             return "pixels"
-        meta = self.get("data.features_meta")
-        if isinstance(meta, dict) and meta.get("backbone"):
-            return f"grid {meta['backbone']} ({meta.get('weights', 'unknown')})"
-        return "regions"
+        per_file = self.get("data.features_meta")  # feature file -> its extraction metadata
+        grids = sorted({f"{m['backbone']} ({m.get('weights', 'unknown')})"
+                        for m in (per_file.values() if isinstance(per_file, dict) else ())
+                        if isinstance(m, dict) and m.get("backbone")})
+        return f"grid {', '.join(grids)}" if grids else "regions"
 
     @property
     def benchmark(self) -> str:
