@@ -9,8 +9,8 @@
 # one and replaces an outdated one; the ablation skips its finished cells the same way. So the
 # script can be stopped at any point and started again, in this session or another, and only
 # what changed is trained. Each finished run is committed as it lands (set COMMIT=0 not to).
-# From scratch: about 25 minutes per model (ViLT, reading pixels: about 60), 15 for the
-# ablation, 20 for the x-layer curve and 45 for LXMERT on grid features (their extraction
+# From scratch: about 25 minutes per model (ViLT, reading pixels: about 45), 15 for the
+# ablation, 20 for the x-layer curve and 25 for LXMERT on grid features (their extraction
 # included), with JOBS=2 single-thread jobs on two cores.
 #
 # The run records that cannot be recomputed (run.json, predictions, history; no checkpoints)

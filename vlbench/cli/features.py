@@ -19,7 +19,7 @@ def features() -> None:
 @app.command("extract")
 def extract(
     backbone: str = typer.Option(..., "--backbone", help="Any timm model name (see `vlbench list backbones 'resnet*'`)."),
-    images: Path = typer.Option(..., "--images", help="Folder of images (.jpg, .png, ...). Image id = file name without "
+    images: Path = typer.Option(..., "--images", help="Folder of images (.jpg, .png, ...; subfolders read too). Image id = file name without "
                                 "extension: COCO_val2014_000000000042.jpg -> COCO_val2014_000000000042, GQA n12345.jpg -> n12345."),
     out: Path = typer.Option(..., "--out", help="Feature TSV to write (LXMERT format); PATH.meta.json is written beside it."),
     grid: int = typer.Option(6, "--grid", help="Regions per image: a GRID x GRID lattice of the final feature map (6: 36 regions, like LXMERT)."),
