@@ -59,14 +59,17 @@ def lxmert_qa_head(config: Any, num_answers: int) -> nn.Module:
 IMAGE_INPUTS = (REGION_INPUTS, PIXEL_INPUTS)
 
 
-def pixel_inputs(task: Task, spec: ModelSpec, config: Any, name: str) -> PixelBatcher | None:
+def pixel_inputs(task: Task, spec: ModelSpec, config: Any, name: str,
+                 parts: Sequence[str] | None = None) -> PixelBatcher | None:
     """How ``task`` feeds ``spec``'s backbone: None for region features; for a backbone that
     reads pixels, the batcher of the task's images at the model's ``image_size`` (a synthetic
-    world without images has them drawn first). Refused when it reads neither."""
+    world without images has them drawn first): those of the world's ``parts``, by default
+    the task's own part. Refused when it reads neither."""
     if task.image_input(spec, f"task '{name}'") == REGION_INPUTS:
         return None
-    part = task.synthetic_part.name if task.synthetic_part is not None else None
-    return task_pixels(task.data, part, task.image_folders, config.image_size, task.image_ids(),
+    if parts is None and task.synthetic_part is not None:
+        parts = [task.synthetic_part.name]
+    return task_pixels(task.data, parts, task.image_folders, config.image_size, task.image_ids(),
                        say=lambda msg: print(msg, file=sys.stderr))
 
 

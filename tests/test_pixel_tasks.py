@@ -157,7 +157,7 @@ def test_a_real_directory_of_images_needs_no_feature_file_for_vilt(world, tmp_pa
     assert resume(run) == run  # reopens without a feature file
     key = planned_inputs("vilt", "gqa", data_dir=str(real), seed=0, overrides=QUICK,
                          say=lambda _: None)
-    assert set(key["read"]) == {"images"}
+    assert set(key["read"]) == {"images"} and key["key"] == record["inputs"]["key"]
     with pytest.raises(DataError, match="no feature TSV under"):
         _session("lxmert", "gqa", real, tmp_path)
 

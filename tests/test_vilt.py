@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 import vlbench
-from vlbench.engine.backbone import REGION_STATES, DataFacts, model_entry
+from vlbench.engine.backbone import DataFacts, model_entry
 from vlbench.errors import ConfigError
 from vlbench.models.vilt.config import ViltConfig
 from vlbench.models.vilt.convert import (

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,12 +28,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlbench.data.images import PixelBatcher, task_pixels
+from vlbench.data.images import PixelBatcher
 from vlbench.data.jsonio import read_json
 from vlbench.engine.backbone import PIXEL_INPUTS, REGION_INPUTS, ModelSpec
 from vlbench.engine.task import Task, TaskModel
 from vlbench.errors import ConfigError, DataError
 from vlbench.registry import OBJECTIVES, register_task
+from vlbench.tasks.qa import images_record, pixel_inputs
 
 from .masking import IGNORE
 from .objectives import (
@@ -270,22 +270,15 @@ class PretrainTask(Task):
             self.label_space = (backbone.config.num_object_labels, backbone.config.num_attr_labels)
         heads = spec.pretraining_heads(backbone.config, backbone, decoders,
                                        len(self.answers) if self.needs_qa else 0)
-        self.pixels = self._pixels(spec, backbone.config)
+        self.pixels = pixel_inputs(self, spec, backbone.config, "pretrain", self.pictured_parts)
         return PretrainModel(backbone, {"pretraining": heads})
 
-    def _pixels(self, spec: ModelSpec, config: Any) -> PixelBatcher | None:
-        """None for a backbone that reads regions; else the corpus's images at its size."""
-        if self.image_input(spec, "task 'pretrain'") == REGION_INPUTS:
-            return None
-        return task_pixels(self.data, self.pictured_parts, self.image_folders, config.image_size,
-                           self.image_ids(), say=lambda msg: print(msg, file=sys.stderr))
-
     def input_record(self, spec: ModelSpec, model_config: Any) -> dict[str, Any]:
-        pixels = self._pixels(spec, model_config)
-        return {"images": dict(pixels.record)} if pixels is not None else {}
+        return images_record(pixel_inputs(self, spec, model_config, "pretrain",
+                                          self.pictured_parts))
 
     def data_record(self) -> dict[str, Any]:
-        return {"images": dict(self.pixels.record)} if self.pixels is not None else {}
+        return images_record(self.pixels)
 
     @classmethod
     def applicable_objectives(cls, spec: ModelSpec

@@ -116,8 +116,9 @@ def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Pat
     for p in files:
         other = seen.setdefault(image_id(p), p)
         if other is not p:
-            raise DataError(f"{folder}: {other.relative_to(folder)} and {p.relative_to(folder)} both give image id '{image_id(p)}' "
-                            "(the id is the file name without its extension); keep one of them")
+            raise DataError(f"{folder}: {other.relative_to(folder)} and {p.relative_to(folder)} "
+                            f"both give image id '{image_id(p)}' (the id is the file name "
+                            "without its extension); keep one of them")
     return files[:limit] if limit is not None else files
 
 

@@ -33,7 +33,7 @@ from rich.table import Table
 
 from vlbench.data.source import DataSource, resolve_data
 from vlbench.engine.backbone import model_entry
-from vlbench.engine.session import inputs_read, resolve_config
+from vlbench.engine.session import planned_read, resolve_config
 from vlbench.errors import CheckpointError, ConfigError, VLBenchError
 from vlbench.registry import TASKS
 from vlbench.results.leaderboard import mean_or_none as mean
@@ -191,11 +191,11 @@ class Cell:
 def resolved_config(model: str, task: str, data: DataSource, overrides: dict[str, str]
                     ) -> tuple[dict[str, Any], dict[str, str]]:
     """The run config a ``train`` of (model, task) with ``overrides`` resolves to (as a dict),
-    and the fingerprints of what it reads beyond the data directory (``session.inputs_read``)."""
+    and the fingerprints of what it reads beyond the data directory (``session.planned_read``)."""
     cfg = resolve_config(model, task, data, overrides)
     cfg.data.source = data.label
-    return cfg.identity(), inputs_read(model_entry(model), TASKS.get(task)(cfg.task, data), cfg,
-                                       task)
+    return cfg.identity(), planned_read(model_entry(model), TASKS.get(task)(cfg.task, data), cfg,
+                                        task)
 
 
 def cell_key(kind: str, model: str, task: str, seed: int, config: dict[str, Any], data: DataSource,

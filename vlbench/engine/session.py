@@ -121,8 +121,7 @@ def new_session(model: str, task: str, *, data_dir: str | None = None, seed: int
     cfg = resolve_config(model, task, data, overrides)
     cfg.data.source = data.label
     task_obj = task_cls(cfg.task, data)
-    inputs = inputs_key(model, task, seed, cfg.identity(), data,
-                        inputs_read(entry, task_obj, cfg, task))
+    identity = cfg.identity()  # as resolved, before the data fits the model config
     seed_everything(seed, cfg.train.deterministic)
     regions = reads_regions(entry, task_obj, task)
     # every reader and the feature audit: fail in seconds
@@ -139,6 +138,9 @@ def new_session(model: str, task: str, *, data_dir: str | None = None, seed: int
         check_images(task_obj, features)
     seed_everything(seed, cfg.train.deterministic)
     model_obj = task_obj.build_model(entry.spec.build(cfg.model), entry.spec)
+    # keyed by the feature store and images this session opened (planned_read finds the same)
+    read = inputs_read(cfg, features if regions else None, task_obj.data_record())
+    inputs = inputs_key(model, task, seed, identity, data, read)
     run_dir = Path(out) / new_run_id(task, model, seed)
     run_dir.mkdir(parents=True)
     tokenizer.save(run_dir / "tokenizer.json")
@@ -155,19 +157,28 @@ def planned_inputs(model: str, task: str, *, data_dir: str | None, seed: int,
     data = resolve_data(data_dir, say=say)
     cfg = resolve_config(model, task, data, dict(overrides))
     cfg.data.source = data.label
-    read = inputs_read(model_entry(model), TASKS.get(task)(cfg.task, data), cfg, task)
+    read = planned_read(model_entry(model), TASKS.get(task)(cfg.task, data), cfg, task)
     return inputs_key(model, task, seed, cfg.identity(), data, read)
 
 
-def inputs_read(entry: ModelEntry, task: Task, cfg: RunConfig, name: str) -> dict[str, str]:
+def planned_read(entry: ModelEntry, task: Task, cfg: RunConfig, name: str) -> dict[str, str]:
+    """:func:`inputs_read` of a run not started yet: its feature TSVs opened and its images
+    found as the run will. ``name`` is the task's, for refusals."""
+    named = cfg.data.features and reads_regions(entry, task, name)
+    return inputs_read(cfg, open_features(task.data, cfg) if named else None,
+                       task.input_record(entry.spec, cfg.model))
+
+
+def inputs_read(cfg: RunConfig, features: Any, record: dict[str, Any]) -> dict[str, str]:
     """Fingerprints of what a run reads beyond its data directory's own files, for its reuse
-    key: the feature TSVs ``data.features`` names (re-extracting into the same path makes
-    another run) and the images a pixel backbone reads. Empty for a run on the data
-    directory's region features. ``name`` is the task's, for refusals."""
+    key: the feature TSVs ``data.features`` names (``features``, the store opened from them,
+    None when the run reads pixels; re-extracting into the same path makes another run) and
+    the images a pixel backbone reads (``record``, the task's data record). Empty for a run on
+    the data directory's region features."""
     read = {}
-    if cfg.data.features and reads_regions(entry, task, name):
-        read["features"] = open_features(task.data, cfg).fingerprint
-    images = task.input_record(entry.spec, cfg.model).get("images")
+    if cfg.data.features and features is not None:
+        read["features"] = features.fingerprint
+    images = record.get("images")
     if images:
         read["images"] = images["fingerprint"]
     return read
