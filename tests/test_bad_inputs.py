@@ -682,3 +682,13 @@ def test_leaderboard_skips_unreadable_records_and_names_them(tmp_path: Path) -> 
         (line,) = [x for x in result.stderr.splitlines() if f"bad-{name}" in x]
         assert "skipped" in line
     assert_unchanged(tmp_path, before)
+
+
+def test_a_missing_option_is_a_usage_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["vlbench", "data", "synth"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--out" in err and "Usage" in err

@@ -54,13 +54,13 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # click's usage errors and exits come through here in non-standalone mode
+        # Matched by shape, not class: newer typer releases ship their own copy of click, whose
+        # exceptions are not the installed click's.
+        code = getattr(exc, "exit_code", None)
+        if not isinstance(code, int):
+            raise
+        if callable(getattr(exc, "show", None)):
             exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        sys.exit(code)
     sys.exit(rc if isinstance(rc, int) else 0)
