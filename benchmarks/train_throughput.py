@@ -14,9 +14,10 @@ Three measurements, in one run:
             9/5/5, hidden 768, batch 16, 20 tokens, 36 regions x 2048, 3129 answers). Goals:
             >= 1.5x (tiny), >= 1.3x (base).
 ``gpu``     Only where CUDA is available: base preset, batch 64, bf16 autocast, TF32, fused AdamW,
-            vs HF with the same settings; the ratio and MFU against the GPU's bf16 peak
+            vs HF with the same settings, eager and under ``torch.compile`` (both models compiled,
+            as ``train.compile=true`` does); the ratio and MFU against the GPU's bf16 peak
             (``vlbench.engine.speed``: FLOPs counted on a forward, x3 for a training step).
-            Goals: >= 1.3x and >= 35% MFU.
+            Goals: >= 1.3x and >= 35% MFU. ``--gpu-batch 64,256`` adds larger batches.
 
 For ``cpu`` and ``gpu`` the two implementations live in two worker processes (so each peak
 memory is its own) and their timed steps alternate, so load from other processes falls on both
@@ -25,7 +26,7 @@ CPU (what vlbench's trainer runs there; fused AdamW gives other bits), fused on 
 
     python benchmarks/train_throughput.py                       # loader + cpu (+ gpu if present)
     python benchmarks/train_throughput.py --parts cpu --precision fp32,bf16 --steps 6 --warmup 1
-    python benchmarks/train_throughput.py --parts gpu --gpu-steps 50
+    python benchmarks/train_throughput.py --parts gpu --gpu-steps 50 --gpu-compile off,on
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Shapes:
     dropout: float = 0.1
     device: str = "cpu"
     precision: str = "fp32"
+    compile: bool = False  # torch.compile the forward (and so the backward) of both models
 
 
 #: the default ``vlbench train --model lxmert --task gqa`` job: tiny preset fitted to the embedded
@@ -153,6 +155,8 @@ def worker(impl: str, shapes: Shapes, warmup: int, threads: int, conn: Any) -> N
         flops = None
         if cuda:  # counted on the vlbench and HF models alike; the same products either way
             flops = speed.train_flops_per_example(_BatchModule(logits_of, model), batch, shapes.batch)
+        if shapes.compile:  # compiled on the first warm-up step
+            logits_of = torch.compile(logits_of)
         for _ in range(warmup):
             step()
         if cuda:
@@ -290,7 +294,8 @@ def _items(text: str) -> list[str]:
 def describe(shapes: Shapes) -> str:
     return (f"{shapes.l_layers}/{shapes.r_layers}/{shapes.x_layers} layers, hidden {shapes.hidden}, "
             f"batch {shapes.batch}, {shapes.tokens} tokens, {shapes.regions} regions x {shapes.feat_dim}, "
-            f"{shapes.answers} answers, dropout {shapes.dropout}, {shapes.device} {shapes.precision}")
+            f"{shapes.answers} answers, dropout {shapes.dropout}, {shapes.device} {shapes.precision}"
+            + (", torch.compile" if shapes.compile else ""))
 
 
 def print_pairs(pairs: dict[str, tuple[Shapes, dict[str, Any]]], peak: float | None) -> None:
@@ -324,7 +329,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=5, help="timed CPU training steps per preset")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     p.add_argument("--gpu-steps", type=int, default=50, help="timed GPU training steps")
-    p.add_argument("--gpu-warmup", type=int, default=10)
+    p.add_argument("--gpu-warmup", type=int, default=10, help="untimed GPU steps (compilation included)")
+    p.add_argument("--gpu-batch", default="64", help="GPU batch sizes, comma list")
+    p.add_argument("--gpu-compile", default="off,on", help="GPU runs eager (off) and/or compiled (on)")
     p.add_argument("--loader-workers", type=int, default=0, help="loader worker processes (0: in-process, "
                                                                  "as the trainer does on CPU)")
     p.add_argument("--data", default=None, help="GQA data directory for the loader part (default: the "
@@ -364,14 +371,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             from vlbench.engine import speed
 
             peak = speed.peak_flops(torch.device("cuda"))
-            res = measure_pair(GPU_BASE, args.gpu_steps, args.gpu_warmup, args.threads)
+            settings = {f"b{batch}{' comp' if mode == 'on' else ''}":
+                        replace(GPU_BASE, batch=int(batch), compile=mode == "on")
+                        for batch in _items(args.gpu_batch) for mode in _items(args.gpu_compile)}
+            pairs = {}
+            for key, shapes in settings.items():  # each reported as soon as it is measured
+                pairs[key] = (shapes, measure_pair(shapes, args.gpu_steps, args.gpu_warmup, args.threads))
+                print_pairs({key: pairs[key]}, peak)
             print(f"\nGPU: {torch.cuda.get_device_name()}, bf16 peak "
                   f"{f'{peak / 1e12:.0f} TFLOP/s' if peak else 'unknown (set VLBENCH_PEAK_TFLOPS)'}, "
                   f"{args.gpu_steps} timed steps (median) after {args.gpu_warmup} warm-up, interleaved "
-                  f"(goals: >= 1.3x, >= 35% MFU)")
-            print_pairs({"base": (GPU_BASE, res)}, peak)
-            results["gpu"] = {**res, "shapes": asdict(GPU_BASE), "device_name": torch.cuda.get_device_name(),
-                              "peak_flops": peak}
+                  f"(goals at batch 64: >= 1.3x, >= 35% MFU)")
+            print_pairs(pairs, peak)
+            results["gpu"] = {"device_name": torch.cuda.get_device_name(), "peak_flops": peak,
+                              **{name: {**res, "shapes": asdict(shapes)} for name, (shapes, res) in pairs.items()}}
     if args.json:
         print(json.dumps(results, indent=2))
     return results

@@ -62,8 +62,10 @@ def uninterrupted(small_world: Path, tmp_path_factory: pytest.TempPathFactory, e
     return only_run(out)
 
 
-def interrupt_and_resume(small_world: Path, out: Path, env: dict[str, str], sig: signal.Signals) -> Path:
-    proc = vlbench(["train", "--data", str(small_world), "--seed", "5", "--out", str(out), *SETTINGS], env)
+def interrupt_and_resume(small_world: Path, out: Path, env: dict[str, str], sig: signal.Signals,
+                         extra: tuple[str, ...] | list[str] = ()) -> Path:
+    proc = vlbench(["train", "--data", str(small_world), "--seed", "5", "--out", str(out), *SETTINGS, *extra],
+                   env)
     deadline = time.time() + 300
     state = None
     while time.time() < deadline and proc.poll() is None:

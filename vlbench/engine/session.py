@@ -69,6 +69,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
+        # cuBLAS repeats its reduction order only with a fixed workspace; it reads this when it
+        # starts, which is after the seed is set (no model is on the GPU yet)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
