@@ -4,7 +4,7 @@ bf16 autocast, TF32, fused AdamW, batches built in loader workers into pinned me
 copied without blocking: the small GQA job of ``test_learning`` must clear the same bar on a
 GPU as on CPU, two runs of one seed must give the same weights, and a run killed mid-epoch
 must resume to the weights of an uninterrupted one. Skipped where no CUDA device is present
-(CI has none); run them where one is.
+(CI has none): ``VLBENCH_TEST_CUDA=1 python -m pytest tests/test_cuda.py`` where one is.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from test_resume import SETTINGS, assert_same_weights, interrupt_and_resume, onl
 from vlbench.data.synth.world import generate
 from vlbench.engine.run import train
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="needs a CUDA device and VLBENCH_TEST_CUDA=1 (see conftest.py)")
 
 GPU = {"train.device": "cuda", "train.precision": "bf16"}
 GPU_ARGS = ["--set", "train.device=cuda", "--set", "train.precision=bf16"]
