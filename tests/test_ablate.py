@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,24 @@ def test_ablate_runs_end_to_end_and_skips_finished_cells(small_world: Path, tmp_
     assert all(c["skipped"] for c in again["cells"])
     assert sorted(p.parent for p in out.glob("cells/*/*/run.json")) == runs
     assert again["rows"] == summary["rows"]
+
+    # A committed grid keeps records, not weights. Without its checkpoints the full variant's
+    # pre-training still counts as finished while nothing new needs it ...
+    full_pre = next(c for c in summary["cells"] if c["kind"] == "pretrain" and "full" in c["variants"])
+    shutil.rmtree(out / full_pre["run"] / "checkpoints")
+    third = CliRunner().invoke(app, args)
+    assert third.exit_code == 0, third.output
+    assert all(c["skipped"] for c in json.loads((out / "ablation.json").read_text())["cells"])
+    # ... and runs again, with the fine-tuning it had started, when a new seed needs it.
+    more = CliRunner().invoke(app, [*args[:6], "3", *args[7:]])
+    assert more.exit_code == 0, more.output
+    cells = {c["cell"]: c for c in json.loads((out / "ablation.json").read_text())["cells"]}
+    rerun = {c["cell"] for c in cells.values() if not c["skipped"]}
+    started_by_full = {c["cell"] for c in summary["cells"] if c["kind"] == "finetune" and "full" in c["variants"]}
+    new_seed = {c["cell"] for c in cells.values() if c["seed"] == 2 and c["kind"] == "finetune"}
+    assert rerun == {full_pre["cell"]} | started_by_full | new_seed
+    assert (out / cells[full_pre["cell"]]["run"] / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert not (out / full_pre["run"]).exists()  # the record it replaced
 
 
 def test_paired_p_is_the_paired_t_test():

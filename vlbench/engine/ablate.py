@@ -7,7 +7,9 @@ values of one config key (``--vary model.x_layers=0,1,2``). Each variant is pre-
 same seeds; every run is a *cell* named by the content hash of its resolved config (model,
 task, seed, config layers, data fingerprint and the hash of the pre-training cell it starts
 from). Re-running the command skips finished cells, resumes interrupted ones from their last
-checkpoint, and shares cells between variants whose configs coincide. The table gives one row
+checkpoint, and shares cells between variants whose configs coincide; a finished pre-training
+cell whose checkpoint is gone (a committed grid keeps records, not weights) runs again when new
+fine-tuning cells need it, with the fine-tuning cells it had started. The table gives one row
 per variant: mean +- std over seeds, parameters, training speed and wall time, the difference
 to the first row (the reference) paired by seed with its t interval and a Holm-adjusted
 p-value, beside the blind baselines stored with the runs (answer prior, text-only classifier).
@@ -286,6 +288,23 @@ def run_cell(cell: Cell, cells_dir: Path, spec: AblationSpec, console: Console) 
     cell.run_dir = run_dir
     _write_cell(cdir, cell, status="finished")
     return run_dir
+
+
+def rerun_lost_pretraining(cells: list[Cell], cells_dir: Path, console: Console) -> None:
+    """Make a finished pre-training cell whose weights are gone (checkpoints are not part of
+    a committed record) run again when an unfinished fine-tuning cell needs them, and with it
+    every finished fine-tuning cell it started: their results must come from the pre-training
+    run the grid records, and a new machine need not repeat the old weights bit for bit."""
+    unfinished = [c for c in cells if c.init is not None and _finished_run(cells_dir / c.dirname) is None]
+    for pre in {c.init.key: c.init for c in unfinished}.values():
+        done = _finished_run(cells_dir / pre.dirname)
+        if done is None or (done / "checkpoints" / "best" / "model.safetensors").is_file():
+            continue
+        started = [c for c in cells if c.init is pre and _finished_run(cells_dir / c.dirname) is not None]
+        console.print(f"{pre.dirname}: its weights are gone and new fine-tuning needs them; running it "
+                      f"again, and the {len(started)} fine-tuning run(s) it started")
+        for cell in (pre, *started):
+            shutil.rmtree(_finished_run(cells_dir / cell.dirname))
 
 
 def _finished_run(cdir: Path) -> Path | None:
@@ -574,6 +593,7 @@ def run_ablation(spec: AblationSpec, out: str | Path, *, command: str = "vlbench
     if collect:
         _collect(cells, out / "cells")
     elif launcher == "local":
+        rerun_lost_pretraining(cells, out / "cells", console)
         for cell in cells:
             run_cell(cell, out / "cells", spec, console)
     else:
@@ -581,6 +601,7 @@ def run_ablation(spec: AblationSpec, out: str | Path, *, command: str = "vlbench
 
         if launcher not in LAUNCHERS:
             raise ConfigError(f"--launcher {launcher}: choose one of {', '.join(LAUNCHERS)}")
+        rerun_lost_pretraining(cells, out / "cells", console)
         options = slurm or SlurmOptions()
         executor = make_executor(options.folder or out / "slurm", LAUNCHERS[launcher], options)
         submit_cells(cells, out / "cells", spec, executor, console)
