@@ -34,7 +34,7 @@ DEPTHS=${DEPTHS:-"0 2 3"}
 # images (128 px, its own 4x4 feature map as 16 regions; randomly initialised offline, which
 # every run records), extracted on first need into leaderboards/.features/.
 GRID_BACKBONE=${GRID_BACKBONE:-resnet18}
-ABLATE=(ablate --drop-task mask_obj --task gqa --seeds 5 --out leaderboards/ablation
+ABLATE=(ablate --drop-task mask_obj --task gqa --seeds 10 --pretrain-seeds 2 --out leaderboards/ablation
         --publish leaderboards/ablation_gqa)
 
 # Commit MESSAGE with the records of RUN (a run directory, or the ablation folder) and the

@@ -231,10 +231,14 @@ def plan(spec: AblationSpec, data: DataSource) -> tuple[list[Cell], dict[str, di
         raise ConfigError("--seeds and --pretrain-seeds must be at least 1")
     cells: dict[str, Cell] = {}
     table: dict[str, dict[int, Cell]] = {}
+    resolved: dict[tuple, tuple[dict[str, Any], dict[str, str]]] = {}  # the same for every seed
 
     def get(kind: str, model: str, task: str, seed: int, overrides: dict[str, str], init: Cell | None,
             label: str) -> Cell:
-        config, read = resolved_config(model, task, data, overrides)
+        which = (model, task, tuple(sorted(overrides.items())))
+        if which not in resolved:
+            resolved[which] = resolved_config(model, task, data, overrides)
+        config, read = resolved[which]
         key = cell_key(kind, model, task, seed, config, data, init, read)
         cell = cells.setdefault(key, Cell(kind, model, task, seed, overrides, config, key, init=init))
         if label not in cell.variants:
