@@ -112,3 +112,12 @@ def test_cli_writes_html(page: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     text = out.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "synthetic data" in text
+
+
+def test_the_same_runs_give_the_same_page_bytes(tmp_path: Path) -> None:
+    """No clock and no random ids: re-tabulating unchanged records rewrites the page as it was."""
+    pytest.importorskip("matplotlib")
+    first = _write_page(tmp_path / "a", plots=True).read_text()
+    runs, problems = find_runs([tmp_path / "a" / "runs"])
+    again = render_html(build_leaderboard(runs, problems=problems), plots=True)
+    assert "data:image/svg+xml" in first and again == first

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import UTC, datetime
 from html import escape
 
 from vlbench.errors import DataError, VLBenchError
@@ -168,8 +167,11 @@ def render_html(board: Leaderboard, *, plots: bool = True) -> str:
         if plots and not notes:
             parts.append(_figures(section, notes))
         parts.append("</section>")
-    n_runs = len({r.path for s in board.sections for row in s.rows for r in row.runs})
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    runs = {r.path: r for s in board.sections for row in s.rows for r in row.runs}.values()
+    n_runs = len(runs)
+    # Dated by the records, not the clock, so that the same runs always give the same page.
+    started = [r.get("provenance.started") for r in runs if r.get("provenance.started")]
+    stamp = f"the newest started {max(started).replace('T', ' ').removesuffix('Z')} UTC" if started else "undated"
     remarks = list(dict.fromkeys(notes + board.notes + [str(p) for p in board.problems]))
     notes_html = ("<h2>Notes</h2><ul class=\"notes\">"
                   + "".join(f"<li>{escape(n)}</li>" for n in remarks) + "</ul>") if remarks else ""
@@ -178,7 +180,7 @@ def render_html(board: Leaderboard, *, plots: bool = True) -> str:
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{escape(board.title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{escape(board.title)}</h1>"
-        f"<p class=\"meta\">{n_runs} runs, generated {stamp} by vlbench. Click a column header "
+        f"<p class=\"meta\">{n_runs} runs ({stamp}), tabulated by vlbench. Click a column header "
         "to sort.</p>"
         + "".join(parts)
         + f"<p class=\"foot\">{escape(footnote(board))}</p>{notes_html}"

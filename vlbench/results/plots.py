@@ -47,9 +47,14 @@ def save_figure(fig: Any, out: str | Path) -> Path:
 
 
 def figure_bytes(fig: Any, kind: str = "svg") -> bytes:
-    """The figure encoded as ``svg`` or ``png`` bytes (for embedding in a page)."""
+    """The figure encoded as ``svg`` or ``png`` bytes (for embedding in a page); the same
+    figure gives the same bytes (an SVG's element ids come from a fixed salt, and it carries
+    no date)."""
+    import matplotlib
+
     buf = io.BytesIO()
-    fig.savefig(buf, format=kind, dpi=110)
+    with matplotlib.rc_context({"svg.hashsalt": "vlbench"}):
+        fig.savefig(buf, format=kind, dpi=110, metadata={"Date": None} if kind == "svg" else None)
     return buf.getvalue()
 
 
