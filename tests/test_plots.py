@@ -72,6 +72,9 @@ def test_learning_curves_png_and_svg(grid_root: Path, tmp_path: Path) -> None:
     assert png.read_bytes().startswith(PNG_MAGIC)
     svg = plots.save_figure(fig, tmp_path / "curves.svg")
     assert ET.parse(svg).getroot().tag.endswith("svg")
+    # no date, no random ids: the same runs drawn twice give the same bytes
+    drawn = [plots.save_figure(plots.learning_curves(runs), tmp_path / f"{i}.svg").read_bytes() for i in (1, 2)]
+    assert drawn[0] == drawn[1]
     with pytest.raises(ConfigError, match=".png or .svg"):
         plots.save_figure(fig, tmp_path / "curves.pdf")
 

@@ -35,6 +35,15 @@ def new_figure(width: float = 7.0, height: float = 4.0) -> Any:
     return fig
 
 
+def _savefig(fig: Any, target: Any, kind: str, dpi: int) -> None:
+    """``fig.savefig`` so that the same figure gives the same bytes: an SVG's element ids come
+    from a fixed salt and it carries no date (PNGs carry none either)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": "vlbench"}):
+        fig.savefig(target, format=kind, dpi=dpi, metadata={"Date": None} if kind == "svg" else None)
+
+
 def save_figure(fig: Any, out: str | Path) -> Path:
     """Write ``fig`` as PNG or SVG, chosen by the suffix of ``out``."""
     path = Path(out)
@@ -42,19 +51,14 @@ def save_figure(fig: Any, out: str | Path) -> Path:
     if kind not in ("png", "svg"):
         raise ConfigError(f"--out {path}: plots are written as .png or .svg")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format=kind, dpi=150)
+    _savefig(fig, path, kind, 150)
     return path
 
 
 def figure_bytes(fig: Any, kind: str = "svg") -> bytes:
-    """The figure encoded as ``svg`` or ``png`` bytes (for embedding in a page); the same
-    figure gives the same bytes (an SVG's element ids come from a fixed salt, and it carries
-    no date)."""
-    import matplotlib
-
+    """The figure encoded as ``svg`` or ``png`` bytes (for embedding in a page)."""
     buf = io.BytesIO()
-    with matplotlib.rc_context({"svg.hashsalt": "vlbench"}):
-        fig.savefig(buf, format=kind, dpi=110, metadata={"Date": None} if kind == "svg" else None)
+    _savefig(fig, buf, kind, 110)
     return buf.getvalue()
 
 
