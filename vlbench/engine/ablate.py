@@ -299,16 +299,16 @@ def rerun_lost_pretraining(cells: list[Cell], cells_dir: Path, console: Console)
     a committed record) run again when an unfinished fine-tuning cell needs them, and with it
     every finished fine-tuning cell it started: their results must come from the pre-training
     run the grid records, and a new machine need not repeat the old weights bit for bit."""
-    unfinished = [c for c in cells if c.init is not None and _finished_run(cells_dir / c.dirname) is None]
-    for pre in {c.init.key: c.init for c in unfinished}.values():
-        done = _finished_run(cells_dir / pre.dirname)
-        if done is None or (done / "checkpoints" / "best" / "model.safetensors").is_file():
+    done = {c.key: _finished_run(cells_dir / c.dirname) for c in cells}
+    for pre in {c.init.key: c.init for c in cells if c.init is not None and done[c.key] is None}.values():
+        run = done[pre.key]
+        if run is None or (run / "checkpoints" / "best" / "model.safetensors").is_file():
             continue
-        started = [c for c in cells if c.init is pre and _finished_run(cells_dir / c.dirname) is not None]
+        started = [c for c in cells if c.init is pre and done[c.key] is not None]
         console.print(f"{pre.dirname}: its weights are gone and new fine-tuning needs them; running it "
                       f"again, and the {len(started)} fine-tuning run(s) it started")
         for cell in (pre, *started):
-            shutil.rmtree(_finished_run(cells_dir / cell.dirname))
+            shutil.rmtree(done[cell.key])
 
 
 def _finished_run(cdir: Path) -> Path | None:
